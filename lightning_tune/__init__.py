@@ -1,0 +1,22 @@
+"""lightning_tune: Lightning callbacks, timm fine-tuning and Optuna sweeps with pruning."""
+
+from __future__ import annotations
+
+from lightning_tune import callbacks
+from lightning_tune.callbacks import *  # noqa: F403
+from lightning_tune.data import DigitsDataModule
+from lightning_tune.models import TimmClassifier
+from lightning_tune.timm_utils import create_model, layer_groups, load_weights_file
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DigitsDataModule",
+    "TimmClassifier",
+    "__version__",
+    "callbacks",
+    "create_model",
+    "layer_groups",
+    "load_weights_file",
+    *callbacks.__all__,
+]

@@ -1,0 +1,220 @@
+"""Real image data that ships offline: scikit-learn's handwritten digits as a DataModule."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+__all__ = ["DigitsDataModule"]
+
+_ALL_DIGITS = tuple(range(10))
+
+
+def _check_fraction(name: str, value: float, *, allow_one: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a float, but got {value!r} ({type(value).__name__})")
+    upper_ok = value <= 1.0 if allow_one else value < 1.0
+    if not (value > 0.0 and upper_ok):
+        accepted = "(0, 1]" if allow_one else "(0, 1)"
+        raise ValueError(f"`{name}` must be in {accepted}, but got {name}={value!r}")
+    return float(value)
+
+
+class DigitsDataModule(pl.LightningDataModule):
+    """The 1,797 8x8 handwritten digits bundled with scikit-learn, as images for timm models.
+
+    The images are resized to ``image_size`` (bilinear), repeated to ``channels`` channels and
+    normalised with the mean and standard deviation of the training split. The train/val/test
+    split is stratified and fixed by ``seed``, so two modules with the same arguments see exactly
+    the same images. Nothing is downloaded.
+
+    Args:
+        image_size: side of the square images fed to the model (the raw digits are 8x8).
+        batch_size: batch size of every loader.
+        classes: optional subset of the digits 0-9 (e.g. ``[0, 1, 2, 3, 4]``); labels are
+            remapped to ``0..len(classes)-1`` in the order given.
+        train_fraction: fraction of the training split to keep (stratified, seeded): a cheap
+            fidelity knob for sweeps and a low-label regime for fine-tuning.
+        val_fraction: fraction of all images used for validation.
+        test_fraction: fraction of all images used for testing.
+        seed: seed of the split and of the training subset.
+        channels: 1 or 3 image channels.
+        num_workers: ``DataLoader`` workers (the whole set is a few MB in memory; 0 is fastest).
+
+    Example:
+        >>> dm = DigitsDataModule(image_size=16, classes=[0, 1, 2], batch_size=8)
+        >>> dm.setup("fit")
+        >>> images, labels = next(iter(dm.train_dataloader()))
+        >>> tuple(images.shape), dm.num_classes, sorted(set(labels.tolist())) <= [0, 1, 2]
+        ((8, 3, 16, 16), 3, True)
+    """
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        batch_size: int = 64,
+        classes: Iterable[int] | None = None,
+        train_fraction: float = 1.0,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        seed: int = 0,
+        channels: int = 3,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if isinstance(image_size, bool) or not isinstance(image_size, int):
+            raise TypeError(f"`image_size` must be an int, but got {image_size!r}")
+        if image_size < 8:
+            raise ValueError(f"`image_size` must be >= 8 (the digits are 8x8), but got {image_size=}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive int, but got {batch_size=!r}")
+        if channels not in (1, 3):
+            raise ValueError(f"`channels` must be 1 or 3, but got {channels=!r}")
+        if num_workers < 0:
+            raise ValueError(f"`num_workers` must be >= 0, but got {num_workers=}")
+        self.classes: tuple[int, ...] = self._check_classes(classes)
+        self.train_fraction = _check_fraction("train_fraction", train_fraction, allow_one=True)
+        self.val_fraction = _check_fraction("val_fraction", val_fraction, allow_one=False)
+        self.test_fraction = _check_fraction("test_fraction", test_fraction, allow_one=False)
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                "`val_fraction + test_fraction` must be < 1 so the training split is not empty, "
+                f"but got {val_fraction=} + {test_fraction=}"
+            )
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.seed = int(seed)
+        self.channels = channels
+        self.num_workers = num_workers
+        self.save_hyperparameters()
+        self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+        self.test_set: TensorDataset | None = None
+        self.mean: float | None = None
+        self.std: float | None = None
+
+    @staticmethod
+    def _check_classes(classes: Iterable[int] | None) -> tuple[int, ...]:
+        if classes is None:
+            return _ALL_DIGITS
+        if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
+            raise TypeError(f"`classes` must be an iterable of digits 0-9, but got {classes!r}")
+        chosen = tuple(classes)
+        unknown = [c for c in chosen if isinstance(c, bool) or c not in _ALL_DIGITS]
+        if unknown:
+            raise ValueError(
+                f"`classes` may only contain the digits 0-9, but got unknown classes {unknown} "
+                f"in classes={list(chosen)}"
+            )
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"`classes` has duplicates: classes={list(chosen)}")
+        if len(chosen) < 2:
+            raise ValueError(f"`classes` needs at least 2 digits, but got classes={list(chosen)}")
+        return tuple(int(c) for c in chosen)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes the labels range over."""
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the classes, index = label."""
+        return [str(c) for c in self.classes]
+
+    def _split_indices(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from sklearn.model_selection import train_test_split
+
+        n = len(labels)
+        idx = np.arange(n)
+        n_test = round(self.test_fraction * n)
+        n_val = round(self.val_fraction * n)
+        n_classes = len(self.classes)
+        for name, size in (("test_fraction", n_test), ("val_fraction", n_val)):
+            if size < n_classes:
+                raise ValueError(
+                    f"`{name}` leaves {size} images for {n_classes} classes ({n} images in "
+                    "total); every class needs at least one: raise the fraction"
+                )
+        rest, test = train_test_split(
+            idx, test_size=n_test, stratify=labels, random_state=self.seed
+        )
+        train, val = train_test_split(
+            rest, test_size=n_val, stratify=labels[rest], random_state=self.seed + 1
+        )
+        if self.train_fraction < 1.0:
+            keep = round(self.train_fraction * len(train))
+            if keep < n_classes:
+                raise ValueError(
+                    f"`train_fraction={self.train_fraction}` keeps {keep} of {len(train)} "
+                    f"training images, fewer than the {n_classes} classes: raise it to at least "
+                    f"{n_classes / len(train):.3f}"
+                )
+            train, _ = train_test_split(
+                train, train_size=keep, stratify=labels[train], random_state=self.seed + 2
+            )
+        return np.sort(train), np.sort(val), np.sort(test)
+
+    def _images(self, raw: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(raw.astype(np.float32) / 16.0).unsqueeze(1)
+        if self.image_size != 8:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                              align_corners=False)
+        return x
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, split and normalise once; later calls reuse the tensors."""
+        if self.train_set is not None:
+            return
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        mask = np.isin(digits.target, self.classes)
+        raw_images = digits.images[mask]
+        remap = {c: i for i, c in enumerate(self.classes)}
+        labels = np.array([remap[int(t)] for t in digits.target[mask]], dtype=np.int64)
+        train, val, test = self._split_indices(labels)
+        images = self._images(raw_images)
+        self.mean = float(images[train].mean())
+        self.std = float(images[train].std())
+        images = (images - self.mean) / self.std
+        if self.channels == 3:
+            images = images.expand(-1, 3, -1, -1).contiguous()
+        targets = torch.from_numpy(labels)
+        self.train_set = TensorDataset(images[train], targets[train])
+        self.val_set = TensorDataset(images[val], targets[val])
+        self.test_set = TensorDataset(images[test], targets[test])
+
+    def _loader(self, dataset: TensorDataset | None, shuffle: bool) -> DataLoader:
+        assert dataset is not None
+        # No private generator: shuffling follows the global seed (``seed_everything``).
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.test_set, shuffle=False)
+
+    def split_sizes(self) -> dict[str, int]:
+        """Number of images in each split (after ``train_fraction``)."""
+        self.setup()
+        assert self.train_set is not None and self.val_set is not None and self.test_set is not None
+        return {"train": len(self.train_set), "val": len(self.val_set), "test": len(self.test_set)}

@@ -1,0 +1,5 @@
+"""Optuna-backed hyperparameter sweeps over LightningModules."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
