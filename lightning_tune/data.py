@@ -29,7 +29,7 @@ class DigitsDataModule(pl.LightningDataModule):
     """The 1,797 8x8 handwritten digits bundled with scikit-learn, as images for timm models.
 
     The images are resized to ``image_size`` (bilinear), repeated to ``channels`` channels and
-    normalised with the mean and standard deviation of the training split. The train/val/test
+    normalised with the mean and standard deviation of the (whole) training split. The train/val/test
     split is stratified and fixed by ``seed``, so two modules with the same arguments see exactly
     the same images. Nothing is downloaded.
 
@@ -50,7 +50,7 @@ class DigitsDataModule(pl.LightningDataModule):
         >>> dm = DigitsDataModule(image_size=16, classes=[0, 1, 2], batch_size=8)
         >>> dm.setup("fit")
         >>> images, labels = next(iter(dm.train_dataloader()))
-        >>> tuple(images.shape), dm.num_classes, sorted(set(labels.tolist())) <= [0, 1, 2]
+        >>> tuple(images.shape), dm.num_classes, set(labels.tolist()) <= {0, 1, 2}
         ((8, 3, 16, 16), 3, True)
     """
 
@@ -127,7 +127,9 @@ class DigitsDataModule(pl.LightningDataModule):
         """Names of the classes, index = label."""
         return [str(c) for c in self.classes]
 
-    def _split_indices(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _split_indices(
+        self, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         from sklearn.model_selection import train_test_split
 
         n = len(labels)
@@ -147,6 +149,7 @@ class DigitsDataModule(pl.LightningDataModule):
         train, val = train_test_split(
             rest, test_size=n_val, stratify=labels[rest], random_state=self.seed + 1
         )
+        full_train = train
         if self.train_fraction < 1.0:
             keep = round(self.train_fraction * len(train))
             if keep < n_classes:
@@ -158,7 +161,7 @@ class DigitsDataModule(pl.LightningDataModule):
             train, _ = train_test_split(
                 train, train_size=keep, stratify=labels[train], random_state=self.seed + 2
             )
-        return np.sort(train), np.sort(val), np.sort(test)
+        return np.sort(train), np.sort(val), np.sort(test), full_train
 
     def _images(self, raw: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(raw.astype(np.float32) / 16.0).unsqueeze(1)
@@ -178,10 +181,11 @@ class DigitsDataModule(pl.LightningDataModule):
         raw_images = digits.images[mask]
         remap = {c: i for i, c in enumerate(self.classes)}
         labels = np.array([remap[int(t)] for t in digits.target[mask]], dtype=np.int64)
-        train, val, test = self._split_indices(labels)
+        train, val, test, full_train = self._split_indices(labels)
         images = self._images(raw_images)
-        self.mean = float(images[train].mean())
-        self.std = float(images[train].std())
+        # Statistics of the whole training split, so `train_fraction` does not move val/test.
+        self.mean = float(images[full_train].mean())
+        self.std = float(images[full_train].std())
         images = (images - self.mean) / self.std
         if self.channels == 3:
             images = images.expand(-1, 3, -1, -1).contiguous()

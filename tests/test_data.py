@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_tune.data import DigitsDataModule
+
+
+def _labels(dataset) -> np.ndarray:
+    return dataset.tensors[1].numpy()
+
+
+def test_shapes_and_split_sizes_cover_all_digits():
+    dm = DigitsDataModule(image_size=32, batch_size=16)
+    dm.setup("fit")
+    sizes = dm.split_sizes()
+    assert sum(sizes.values()) == 1797
+    assert sizes["test"] == round(0.15 * 1797) and sizes["val"] == round(0.15 * 1797)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (16, 3, 32, 32) and images.dtype == torch.float32
+    assert labels.dtype == torch.int64
+    # the three channels are copies of the grey image
+    assert torch.equal(images[:, 0], images[:, 2])
+    # normalised with the training statistics
+    train_images = dm.train_set.tensors[0]  # train_fraction=1: the statistics' own split
+    assert abs(float(train_images.mean())) < 1e-4
+    assert abs(float(train_images.std()) - 1.0) < 1e-3
+
+
+def test_split_is_fixed_by_seed_disjoint_and_stratified():
+    a, b, c = (DigitsDataModule(image_size=8, seed=s) for s in (0, 0, 1))
+    for dm in (a, b, c):
+        dm.setup()
+    assert torch.equal(a.val_set.tensors[0], b.val_set.tensors[0])
+    assert not torch.equal(a.val_set.tensors[0], c.val_set.tensors[0])
+    flat = [ds.tensors[0].flatten(1) for ds in (a.train_set, a.val_set, a.test_set)]
+    train_rows = {tuple(r.tolist()) for r in flat[0]}
+    # digits has a few exact duplicate images; the split itself must not share rows by index
+    assert len(flat[0]) + len(flat[1]) + len(flat[2]) == 1797
+    assert sum(tuple(r.tolist()) in train_rows for r in flat[2]) < 5
+    for ds in (a.train_set, a.val_set, a.test_set):
+        counts = np.bincount(_labels(ds), minlength=10)
+        assert counts.min() > 0
+        assert counts.max() - counts.min() <= max(3, 0.1 * counts.mean())
+
+
+def test_class_subset_is_remapped_in_the_given_order():
+    dm = DigitsDataModule(image_size=8, classes=[5, 6, 7, 8, 9], channels=1)
+    dm.setup()
+    assert dm.num_classes == 5 and dm.class_names == ["5", "6", "7", "8", "9"]
+    assert set(_labels(dm.train_set)) == {0, 1, 2, 3, 4}
+    assert dm.train_set.tensors[0].shape[1:] == (1, 8, 8)
+    total = sum(dm.split_sizes().values())
+    assert 880 < total < 910  # about half of the 1,797 digits
+
+
+def test_train_fraction_keeps_a_stratified_subset_and_leaves_val_alone():
+    full = DigitsDataModule(image_size=8)
+    small = DigitsDataModule(image_size=8, train_fraction=0.1)
+    full.setup()
+    small.setup()
+    assert small.split_sizes()["train"] == round(0.1 * full.split_sizes()["train"])
+    assert set(_labels(small.train_set)) == set(range(10))
+    assert torch.equal(full.val_set.tensors[0], small.val_set.tensors[0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"classes": [1, 12]}, ValueError, r"unknown classes \[12\]"),
+        ({"classes": [3]}, ValueError, "at least 2 digits"),
+        ({"classes": "0123"}, TypeError, "iterable of digits"),
+        ({"train_fraction": 0.0}, ValueError, r"`train_fraction` must be in \(0, 1\]"),
+        ({"val_fraction": 0.6, "test_fraction": 0.4}, ValueError, "training split is not empty"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"image_size": 4}, ValueError, "image_size"),
+        ({"channels": 2}, ValueError, "channels"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        DigitsDataModule(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"train_fraction": 0.001}, "train_fraction=0.001` keeps 1 of"),
+        ({"test_fraction": 0.002}, "`test_fraction` leaves 4 images for 10 classes"),
+    ],
+)
+def test_a_split_that_leaves_classes_empty_fails(kwargs, match):
+    dm = DigitsDataModule(image_size=8, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        dm.setup()
