@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-__all__ = ["check_pytorch_lightning"]
+__all__ = ["check_pytorch_lightning", "check_trainer"]
 
 _KINDS = {
     "module": pl.LightningModule,
@@ -47,3 +47,22 @@ def check_pytorch_lightning(obj: object, argument: str, kind: str) -> None:
         f"`{argument}` must be a pytorch_lightning.{expected.__name__}, but got "
         f"{type(obj).__qualname__}"
     )
+
+
+def check_trainer(trainer: object, callback: object) -> None:
+    """Fail clearly when a lightning_tune callback is driven by a ``lightning.pytorch.Trainer``.
+
+    ``lightning.pytorch.Trainer`` accepts our (``pytorch_lightning``) callbacks and calls their
+    hooks, but the module, optimizers and loops it hands over are ``lightning`` objects; call
+    this from a callback's ``setup`` so the mix fails at once with the fix.
+    """
+    if isinstance(trainer, pl.Trainer):
+        return
+    if _from_unified_package(trainer):
+        raise TypeError(
+            f"{type(callback).__name__} is a `pytorch_lightning` callback but it was given to a "
+            f"{type(trainer).__module__}.Trainer from the unified `lightning` package. The two "
+            "packages cannot be mixed: build the Trainer with `import pytorch_lightning as pl; "
+            "pl.Trainer(...)`."
+        )
+    raise TypeError(f"{type(callback).__name__} needs a pytorch_lightning.Trainer, got {trainer!r}")

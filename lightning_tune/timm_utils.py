@@ -20,7 +20,10 @@ from torch import nn
 __all__ = [
     "WeightsFileNotFoundError",
     "classifier_names",
+    "classifier_parameter_names",
     "create_model",
+    "find_timm_model",
+    "finetuning_groups",
     "layer_groups",
     "load_weights_file",
 ]
@@ -228,3 +231,111 @@ def layer_groups(model: nn.Module, *, coarse: bool = False) -> list[tuple[str, l
     grouping = group_parameters(model, model.group_matcher(coarse=coarse), reverse=False)
     ordered = sorted(grouping.items(), key=lambda kv: kv[0])
     return [(f"group_{i}", list(names)) for i, (_, names) in enumerate(ordered)]
+
+
+# ------------------------------------------------------------------ structure for fine-tuning
+def find_timm_model(module: nn.Module, attribute: str | None = None) -> tuple[str, nn.Module]:
+    """The timm model inside ``module`` (e.g. a LightningModule) and its attribute path.
+
+    A timm model is recognised by its ``group_matcher`` and ``get_classifier`` methods. With
+    ``attribute`` (a dotted path such as ``"model"`` or ``"net.backbone"``) that submodule is
+    used; otherwise the shallowest such submodule (``module`` itself counts, with path ``""``).
+
+    Raises:
+        ValueError: no timm model found, several at the same depth, or ``attribute`` does not
+            name a timm model; the message lists what was searched.
+
+    Example:
+        >>> wrapper = nn.ModuleDict({"net": create_model("test_resnet", num_classes=2)})
+        >>> find_timm_model(wrapper)[0]
+        'net'
+    """
+    def is_timm(m: nn.Module) -> bool:
+        return callable(getattr(m, "group_matcher", None)) and callable(
+            getattr(m, "get_classifier", None)
+        )
+
+    if attribute is not None:
+        try:
+            found = module.get_submodule(attribute)
+        except AttributeError as err:
+            raise ValueError(
+                f"`model_attribute={attribute!r}` is not a submodule of {type(module).__name__}; "
+                f"its top-level modules are {[n for n, _ in module.named_children()]}"
+            ) from err
+        if not is_timm(found):
+            raise ValueError(
+                f"`model_attribute={attribute!r}` is a {type(found).__name__}, not a timm model "
+                "(no `group_matcher`/`get_classifier`); pass `groups=[...]` for other modules"
+            )
+        return attribute, found
+    candidates = [(name, m) for name, m in module.named_modules() if is_timm(m)]
+    if not candidates:
+        raise ValueError(
+            f"no timm model (a module with `group_matcher` and `get_classifier`) found in "
+            f"{type(module).__name__}; searched {len(list(module.modules()))} submodules. For "
+            "other models pass `groups=[...]` (module names or regex patterns, bottom to top, "
+            "head last)"
+        )
+    depth = min(name.count(".") + bool(name) for name, _ in candidates)
+    shallowest = [(n, m) for n, m in candidates if n.count(".") + bool(n) == depth]
+    if len(shallowest) > 1:
+        raise ValueError(
+            f"several timm models found in {type(module).__name__}: "
+            f"{[n for n, _ in shallowest]}; pass `model_attribute=` to choose one"
+        )
+    return shallowest[0]
+
+
+def classifier_parameter_names(model: nn.Module) -> list[str]:
+    """Names (in ``model``) of the parameters of a timm model's classifier.
+
+    The classifier is what ``model.get_classifier()`` returns together with the modules named
+    by ``pretrained_cfg["classifier"]``.
+
+    Raises:
+        ValueError: neither names a module with parameters (the message says what was searched).
+
+    Example:
+        >>> classifier_parameter_names(create_model("test_convnext", num_classes=2))
+        ['head.fc.weight', 'head.fc.bias']
+    """
+    owned: set[int] = set()
+    get_classifier = getattr(model, "get_classifier", None)
+    classifier = get_classifier() if callable(get_classifier) else None
+    if isinstance(classifier, nn.Module):
+        owned.update(id(p) for p in classifier.parameters())
+    modules = dict(model.named_modules())
+    for name in classifier_names(model):
+        if name in modules:
+            owned.update(id(p) for p in modules[name].parameters())
+    names = [n for n, p in model.named_parameters() if id(p) in owned]
+    if not names:
+        raise ValueError(
+            f"no classifier found in {type(model).__name__}: searched `get_classifier()` "
+            f"(returned {type(classifier).__name__}) and `pretrained_cfg['classifier']` "
+            f"({classifier_names(model) or 'not set'}). Pass `groups=[...]` with the head as the "
+            "last entry to name it explicitly"
+        )
+    return names
+
+
+def finetuning_groups(model: nn.Module, *, coarse: bool = True) -> list[tuple[str, list[str]]]:
+    """Layer groups of a timm model for freezing, bottom to top, the classifier in the last one.
+
+    Like :func:`layer_groups`, with two guarantees: the classifier's parameters (see
+    :func:`classifier_parameter_names`) are in the last group, which is named ``"head"``, and no
+    group is empty.
+
+    Example:
+        >>> groups = finetuning_groups(create_model("test_resnet", num_classes=2))
+        >>> len(groups), groups[-1]
+        (6, ('head', ['fc.weight', 'fc.bias']))
+    """
+    head = classifier_parameter_names(model)
+    head_set = set(head)
+    groups = [(name, [n for n in names if n not in head_set]) for name, names in
+              layer_groups(model, coarse=coarse)]
+    _, last = groups.pop()
+    groups = [(name, names) for name, names in groups if names]
+    return [*groups, ("head", [*last, *head])]

@@ -2,4 +2,19 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from lightning_tune.callbacks.early_stopping import EarlyStopping
+from lightning_tune.callbacks.freezing import LayerFreezing
+from lightning_tune.callbacks.gradient_clipping import GradientClipping
+from lightning_tune.callbacks.label_smoothing import LabelSmoothing
+from lightning_tune.callbacks.lr_schedule import CyclicLR, LRSchedule, OneCycle, Warmup
+
+__all__: list[str] = [
+    "CyclicLR",
+    "EarlyStopping",
+    "GradientClipping",
+    "LRSchedule",
+    "LabelSmoothing",
+    "LayerFreezing",
+    "OneCycle",
+    "Warmup",
+]
