@@ -15,6 +15,8 @@ from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
+from lightning_tune._compat import check_trainer
+
 try:
     from typing_extensions import override
 except ImportError:  # pragma: no cover - typing_extensions ships with Lightning
@@ -210,6 +212,7 @@ class EarlyStopping(_LightningEarlyStopping):
     # ---------------------------------------------------------------------------------- setup
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        check_trainer(trainer, self)
         if self.check_on_train_epoch_end is None:
             self._on_epoch_end = (
                 trainer.val_check_interval == 1.0 and trainer.check_val_every_n_epoch == 1

@@ -22,6 +22,8 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 from torch import nn
 from torch.nn.utils import clip_grad_value_, clip_grads_with_norm_, get_total_norm
 
+from lightning_tune._compat import check_trainer
+
 try:
     from typing_extensions import override
 except ImportError:  # pragma: no cover - typing_extensions ships with Lightning
@@ -210,6 +212,7 @@ class GradientClipping(pl.Callback):
     # ------------------------------------------------------------------------------ setup
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        check_trainer(trainer, self)
         if trainer.gradient_clip_val:
             raise ValueError(
                 f"GradientClipping cannot run together with "

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_tune._compat import check_trainer
+
 try:
     from typing_extensions import override
 except ImportError:  # pragma: no cover - typing_extensions ships with Lightning
@@ -234,6 +236,7 @@ class LabelSmoothing(pl.Callback):
     # --------------------------------------------------------------------------- setup
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        check_trainer(trainer, self)
         if stage != "fit":
             return
         max_epochs = trainer.max_epochs

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
+from lightning_tune._compat import check_trainer
 from lightning_tune.schedules import (
     WARMUP_MODES,
     Cyclic,
@@ -319,6 +320,10 @@ class LRSchedule(pl.Callback):
         )
 
     # ----------------------------------------------------------------------- Lightning hooks
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        check_trainer(trainer, self)
+
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._manual = not pl_module.automatic_optimization
