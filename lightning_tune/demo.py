@@ -93,6 +93,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for key, value in metrics.items():
         print(f"  {key:>12}: {value:.4f}" if isinstance(value, float) else f"  {key:>12}: {value}")
     print(json.dumps({"demo": metrics}))
+    if args.sweep_trials > 0:
+        from lightning_tune.tuner.demo import run_demo_sweep
+
+        print(f"\nA short sweep ({args.sweep_trials} trials, median pruning, val_loss):")
+        sweep = run_demo_sweep(n_trials=args.sweep_trials, output_dir=args.output_dir,
+                               seed=args.seed, quiet=args.quiet,
+                               limit_train_batches=args.limit_train_batches)
+        print(json.dumps({"demo_sweep": sweep}))
     return 0
 
 
@@ -116,4 +124,6 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="lightning_tune_runs/demo")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--sweep-trials", type=int, default=6,
+                        help="trials of the short Optuna sweep after training (0: no sweep)")
     parser.set_defaults(func=_cmd_demo)

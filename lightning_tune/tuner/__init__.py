@@ -2,4 +2,41 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from lightning_tune.tuner.config import load_config, tuner_from_config
+from lightning_tune.tuner.factories import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from lightning_tune.tuner.pruning import MetricNotFoundError, NonFiniteMetricError, OptunaPruning
+from lightning_tune.tuner.report import save_report, summary_table, trials_frame
+from lightning_tune.tuner.space import (
+    Categorical,
+    Fixed,
+    Float,
+    Int,
+    PowerOfTwo,
+    SearchSpace,
+    parse_spec,
+)
+from lightning_tune.tuner.tuner import Tuner, TuneResult
+
+__all__ = [
+    "PRUNERS",
+    "SAMPLERS",
+    "Categorical",
+    "Fixed",
+    "Float",
+    "Int",
+    "MetricNotFoundError",
+    "NonFiniteMetricError",
+    "OptunaPruning",
+    "PowerOfTwo",
+    "SearchSpace",
+    "TuneResult",
+    "Tuner",
+    "load_config",
+    "make_pruner",
+    "make_sampler",
+    "parse_spec",
+    "save_report",
+    "summary_table",
+    "trials_frame",
+    "tuner_from_config",
+]

@@ -1,0 +1,96 @@
+"""``lightning-tune tune``: run (or continue) a sweep described by a YAML config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+__all__ = ["add_subcommand", "run_tune"]
+
+
+def run_tune(config: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """Run the sweep of ``config`` (the bundled digits sweep if None); return a JSON-able summary.
+
+    ``overrides`` replace top-level config keys (``n_trials``, ``storage``, ``output_dir``, ...);
+    None values are ignored.
+    """
+    from lightning_tune.tuner.config import (
+        bundled_config,
+        load_config,
+        run_settings,
+        tuner_from_config,
+    )
+
+    cfg = load_config(config if config is not None else bundled_config())
+    settings = run_settings(cfg, **overrides)
+    tuner = tuner_from_config(cfg, **overrides)
+    result = tuner.run(settings["n_trials"], settings["timeout"],
+                       test_best=settings["test_best"], plots=settings["plots"])
+    trials = result.trials
+    summary: dict[str, Any] = {
+        "study": tuner.study_name,
+        "study_dir": str(tuner.study_dir),
+        "trials": len(trials),
+        "states": {str(k): int(v) for k, v in trials["state"].value_counts().items()},
+    }
+    try:
+        summary.update(best_trial=result.best_trial.number, best_value=result.best_value,
+                       best_params=result.best_params,
+                       best_checkpoint=str(result.best_checkpoint) if result.best_checkpoint else None)
+    except ValueError:
+        summary["best_trial"] = None
+    if result.test_metrics is not None:
+        summary["test_metrics"] = result.test_metrics
+    return summary
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    # --workers N (issue 7): N worker processes on the shared study, see tuner/workers.py.
+    runner = run_tune
+    if getattr(args, "workers", 1) != 1:
+        from functools import partial
+
+        from lightning_tune.tuner.workers import tune_with_workers
+
+        runner = partial(tune_with_workers, n_workers=args.workers)
+    summary = runner(
+        args.config,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        storage=args.storage,
+        output_dir=args.output_dir,
+        study_name=args.study_name,
+        seed=args.seed,
+        quiet=True if args.quiet else None,
+    )
+    print(json.dumps({"tune": summary}))
+    return 0
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``lightning-tune tune``."""
+    parser = subparsers.add_parser(
+        "tune",
+        help="run or continue an Optuna sweep from a YAML config (median/Hyperband pruning)",
+        description="Run the sweep a YAML config describes. Running the same command again "
+        "continues the study (it lives in a SQLite file in the study directory unless "
+        "`storage` says otherwise). Without --config, the bundled digits sweep runs.",
+    )
+    parser.add_argument("--config", default=None,
+                        help="sweep YAML (default: the bundled digits_sweep.yaml)")
+    parser.add_argument("--n-trials", type=int, default=None, help="trials to run now")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds after which no new trial starts")
+    parser.add_argument("--storage", default=None,
+                        help="'memory' or an Optuna storage URL (default: SQLite in the study dir)")
+    parser.add_argument("--output-dir", default=None)
+    parser.add_argument("--study-name", default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(func=_cmd_tune)
+    # issue 7: `tune --workers N` and `lightning-tune worker` (lightning_tune/tuner/workers.py)
+    from lightning_tune.tuner.workers import add_worker_subcommand, add_workers_option
+
+    add_workers_option(parser)
+    add_worker_subcommand(subparsers)

@@ -1,0 +1,776 @@
+"""The tuner: an Optuna study over a LightningModule, with pruning, checkpoints and reports."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import logging
+import math
+import pathlib
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import optuna
+import pandas as pd
+import pytorch_lightning as pl
+from optuna.pruners import BasePruner
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial, TrialState
+
+from lightning_tune._compat import check_pytorch_lightning
+from lightning_tune.tuner.distributed import DistributedOptunaPruning
+from lightning_tune.tuner.factories import make_pruner, make_sampler
+from lightning_tune.tuner.pruning import NonFiniteMetricError
+from lightning_tune.tuner.report import (
+    format_trial_line,
+    save_report,
+    summary_table,
+    trial_params,
+    trials_frame,
+)
+from lightning_tune.tuner.space import SearchSpace
+from lightning_tune.tuner.storage import check_storage, describe_storage, mask_url, resolve_storage
+
+__all__ = ["TuneResult", "Tuner"]
+
+Params = dict[str, Any]
+ModuleSource = type[pl.LightningModule] | Callable[[Params], pl.LightningModule]
+DataSource = pl.LightningDataModule | type[pl.LightningDataModule] | Callable[[Params], Any] | None
+CallbackSource = (
+    Callable[[Params], Sequence[pl.Callback]]
+    | Sequence[pl.Callback | Callable[[Params], pl.Callback]]
+    | None
+)
+
+_DIRECTIONS = ("minimize", "maximize")
+_OBJECTIVES = ("best", "last")
+_LOGGERS = ("csv", "tensorboard")
+# Trainer arguments the tuner sets itself for every trial.
+_OWNED_TRAINER_KEYS = ("logger", "callbacks", "max_epochs", "default_root_dir",
+                       "enable_checkpointing")
+# Lightning warnings that say nothing about a tuning run (tiny epochs, our own test-time reload).
+_NOISY_WARNINGS = (
+    ".*smaller than the logging interval.*",
+    ".*LeafSpec.*",
+    ".*callbacks used to create the checkpoint need to be provided.*",
+    ".*does not have many workers.*",
+)
+_TRAINER_DEFAULTS: dict[str, Any] = {
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
+
+
+def _accepted_kwargs(cls: type) -> set[str] | None:
+    """Keyword arguments of ``cls.__init__``; None if it takes ``**kwargs``."""
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return {name for name, p in params.items() if name != "self" and p.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+
+
+def _check_kwargs(cls: type, kwargs: Mapping[str, Any], argument: str) -> None:
+    accepted = _accepted_kwargs(cls)
+    if accepted is None:
+        return
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ValueError(
+            f"`{argument}` has arguments {unknown} that {cls.__name__} does not take; it "
+            f"accepts {sorted(accepted)}"
+        )
+
+
+def _check_class(cls: type, base: type, argument: str) -> None:
+    if issubclass(cls, base):
+        return
+    if any((c.__module__ or "").startswith("lightning.") for c in cls.__mro__):
+        raise TypeError(
+            f"`{argument}` is {cls.__module__}.{cls.__qualname__} from the unified `lightning` "
+            f"package, but lightning_tune uses `pytorch_lightning`: import it from "
+            f"`pytorch_lightning` instead of `lightning.pytorch`"
+        )
+    raise TypeError(
+        f"`{argument}` must be a pytorch_lightning.{base.__name__} subclass or a function "
+        f"params -> object, but got class {cls.__qualname__}"
+    )
+
+
+def _validations_per_trial(max_epochs: int, trainer_kwargs: Mapping[str, Any]) -> int | None:
+    """How many validations a full trial runs, when the Trainer settings make it plain."""
+    every = trainer_kwargs.get("check_val_every_n_epoch", 1)
+    interval = trainer_kwargs.get("val_check_interval", 1.0)
+    if not isinstance(every, int) or every < 1:
+        return None
+    if isinstance(interval, float) and 0 < interval <= 1:
+        return max(1, max_epochs // every) * max(1, int(1 / interval + 1e-9))
+    return None
+
+
+def _check_budget(n_trials: int | None, timeout: float | None) -> None:
+    if n_trials is None and timeout is None:
+        raise ValueError("give `n_trials` and/or `timeout`, so that the sweep ends")
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int)
+                                 or n_trials <= 0):
+        raise ValueError(f"`n_trials` must be an int > 0, but got {n_trials=!r}")
+    if timeout is not None and (isinstance(timeout, bool)
+                                or not isinstance(timeout, (int, float)) or not timeout > 0):
+        raise ValueError(f"`timeout` must be > 0 seconds, but got {timeout=!r}")
+
+
+def _json_safe(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v if isinstance(v, (type(None), bool, int, float, str)) else repr(v)
+            for k, v in params.items()}
+
+
+@dataclass
+class TuneResult:
+    """What a sweep found: best params/value/checkpoint, all trials, optional test metrics.
+
+    Attributes:
+        study: the Optuna study (all state lives in its storage).
+        study_dir: the study's output directory (trial logs, checkpoints, report).
+        monitor: the optimized metric.
+        test_metrics: metrics of the best configuration on the test split, if evaluated.
+        report_files: files written by the report (CSV, summary, plots).
+    """
+
+    study: optuna.Study
+    study_dir: pathlib.Path
+    monitor: str = "val_loss"
+    test_metrics: dict[str, float] | None = None
+    report_files: dict[str, pathlib.Path] = field(default_factory=dict)
+
+    @property
+    def best_trial(self) -> FrozenTrial:
+        """The best completed trial (``ValueError`` if none completed)."""
+        try:
+            return self.study.best_trial
+        except ValueError:
+            raise ValueError(
+                f"study {self.study.study_name!r} has no completed trial yet "
+                f"({len(self.study.trials)} trials: see `trials`)"
+            ) from None
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        """Hyperparameters of the best trial, fixed values included."""
+        return trial_params(self.best_trial)
+
+    @property
+    def best_value(self) -> float:
+        """The best trial's objective value."""
+        value = self.best_trial.value
+        assert value is not None
+        return float(value)
+
+    @property
+    def best_checkpoint(self) -> pathlib.Path | None:
+        """The best trial's checkpoint, if it was kept."""
+        path = self.best_trial.user_attrs.get("checkpoint")
+        return pathlib.Path(path) if path and pathlib.Path(path).exists() else None
+
+    @property
+    def trials(self) -> pd.DataFrame:
+        """A DataFrame of all trials (see :func:`~lightning_tune.tuner.report.trials_frame`)."""
+        return trials_frame(self.study)
+
+    def summary(self, top: int = 10) -> str:
+        """The terminal summary table."""
+        return summary_table(self.study, monitor=self.monitor, top=top)
+
+
+class _Progress:
+    """Study callback: a line per finished trial and an overall bar."""
+
+    def __init__(self, total: int | None, monitor: str, max_epochs: int, quiet: bool) -> None:
+        self.quiet = quiet
+        self.monitor = monitor
+        self.max_epochs = max_epochs
+        self.bar: Any = None
+        if not quiet:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="trials", unit="trial", dynamic_ncols=True)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.bar is None:
+            return
+        self.bar.write(format_trial_line(trial, monitor=self.monitor, max_epochs=self.max_epochs))
+        self.bar.update(1)
+        with suppress(ValueError):  # no completed trial yet
+            self.bar.set_postfix_str(f"best {self.monitor}={study.best_value:.4g}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Tuner:
+    """Hyperparameter sweeps over a LightningModule with Optuna, median or Hyperband pruning.
+
+    Each trial samples hyperparameters from ``search_space``, seeds everything with
+    ``seed + trial.number``, builds the module, datamodule and callbacks from them, and fits a
+    fresh ``Trainer`` that logs to ``<output_dir>/<study_name>/trials/trial_NNNN``. The
+    :class:`~lightning_tune.tuner.pruning.OptunaPruning` callback reports ``monitor`` after each
+    validation; a pruned trial stops through ``trainer.should_stop``, its ``fit`` returns
+    normally and only then is the trial recorded as PRUNED. The trial's value is the best
+    (``objective="best"``) or last validation value of ``monitor``. Checkpoints are kept for
+    the ``keep_checkpoints`` best completed trials only.
+
+    The study lives in ``storage``: by default a SQLite file ``<output_dir>/<study_name>/study.db``,
+    so running the same sweep again continues it (open it with ``optuna-dashboard
+    sqlite:///.../study.db``); ``"memory"`` keeps it in memory; any Optuna storage URL works.
+
+    Hyperparameters reach the objects by name: with a class for ``module`` / ``datamodule``,
+    each sampled parameter whose name is an ``__init__`` argument is passed to it (together with
+    ``module_kwargs`` / ``datamodule_kwargs``); a factory function receives the whole dict.
+    ``num_classes`` is taken from the datamodule when the module class needs it and it is not
+    given. Callbacks may be instances (deep-copied per trial) or functions of the params, so
+    callback settings such as a warmup length or a smoothing epsilon can be tuned too.
+
+    Pairings: ``sampler="tpe"`` with ``pruner="hyperband"`` (the default) is Optuna's best
+    general pairing; ``"random"`` with ``"median"`` is the robust choice for small budgets and
+    for comparisons. Steps are validation indices (0, 1, ...), so with ``"median"`` the option
+    ``pruner_kwargs={"n_warmup_steps": k}`` protects the first ``k`` validations of every trial
+    and ``n_startup_trials`` the first trials of the study; Hyperband's ``max_resource`` defaults
+    to the number of validations of a full trial (``max_epochs``).
+
+    Args:
+        module: a LightningModule class or a function ``params -> LightningModule``.
+        search_space: mapping of parameter specs or a ``suggest(trial) -> dict`` function (see
+            :class:`~lightning_tune.tuner.space.SearchSpace`).
+        datamodule: a LightningDataModule instance (shared), class, or ``params -> datamodule``
+            function (so the batch size can be tuned); None if the module has its own loaders.
+        module_kwargs: fixed keyword arguments for a module class.
+        datamodule_kwargs: fixed keyword arguments for a datamodule class.
+        callbacks: callbacks for every trial: a list of instances or ``params -> Callback``
+            functions, or one function ``params -> list of callbacks``.
+        monitor: the validation metric to optimize (must be logged by the module).
+        direction: ``"minimize"`` or ``"maximize"``.
+        pruner: ``"median"``, ``"hyperband"``, ``"successive_halving"``, ``"none"`` or an
+            Optuna ``BasePruner``.
+        pruner_kwargs: keyword arguments of the named pruner.
+        sampler: ``"tpe"``, ``"random"``, ``"qmc"``, ``"gp"`` or an Optuna ``BaseSampler``.
+        sampler_kwargs: keyword arguments of the named sampler (seeded with ``seed`` unless
+            they give one).
+        storage: None (SQLite in the study directory), ``"memory"``, an Optuna storage URL or
+            a storage object.
+        study_name: name of the study (and of its directory under ``output_dir``).
+        output_dir: where study directories go.
+        seed: seed of the sampler and, plus the trial number, of each trial.
+        max_epochs: epochs of a full (unpruned) trial.
+        trainer_kwargs: other ``Trainer`` arguments (accelerator, limits, precision, ...).
+        objective: ``"best"`` (default) or ``"last"`` validation value as the trial's value.
+        on_nonfinite: ``"prune"`` or ``"fail"`` a trial whose metric becomes NaN/inf.
+        keep_checkpoints: keep the best checkpoint of this many best trials (0: none).
+        loggers: per-trial loggers, any of ``"csv"``, ``"tensorboard"`` (empty: none).
+        quiet: no progress output (for scripts).
+
+    Example:
+        >>> from lightning_tune import DigitsDataModule, TimmClassifier
+        >>> tuner = Tuner(
+        ...     TimmClassifier, {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}},
+        ...     datamodule=DigitsDataModule, datamodule_kwargs={"image_size": 16},
+        ...     module_kwargs={"model_name": "test_resnet"}, storage="memory",
+        ...     pruner="median", sampler="random")
+        >>> tuner.search_space.distributions()["lr"]
+        FloatDistribution(high=0.1, log=True, low=0.001, step=None)
+    """
+
+    def __init__(
+        self,
+        module: ModuleSource,
+        search_space: SearchSpace | Mapping[str, Any] | Callable[[optuna.Trial], Mapping[str, Any]],
+        *,
+        datamodule: DataSource = None,
+        module_kwargs: Mapping[str, Any] | None = None,
+        datamodule_kwargs: Mapping[str, Any] | None = None,
+        callbacks: CallbackSource = None,
+        monitor: str = "val_loss",
+        direction: Literal["minimize", "maximize"] = "minimize",
+        pruner: str | BasePruner | None = "hyperband",
+        pruner_kwargs: Mapping[str, Any] | None = None,
+        sampler: str | BaseSampler | None = "tpe",
+        sampler_kwargs: Mapping[str, Any] | None = None,
+        storage: str | optuna.storages.BaseStorage | None = None,
+        study_name: str = "lightning_tune",
+        output_dir: str | pathlib.Path = "lightning_tune_runs",
+        seed: int = 0,
+        max_epochs: int = 10,
+        trainer_kwargs: Mapping[str, Any] | None = None,
+        objective: Literal["best", "last"] = "best",
+        on_nonfinite: Literal["prune", "fail"] = "prune",
+        keep_checkpoints: int = 3,
+        loggers: Sequence[str] = ("csv",),
+        quiet: bool = False,
+    ) -> None:
+        # -- what to build
+        if inspect.isclass(module):
+            _check_class(module, pl.LightningModule, "module")
+        elif not callable(module):
+            raise TypeError(
+                "`module` must be a LightningModule class or a function params -> module, but "
+                f"got {type(module).__name__}"
+            )
+        self.module = module
+        self.module_kwargs = dict(module_kwargs or {})
+        if inspect.isclass(module):
+            _check_kwargs(module, self.module_kwargs, "module_kwargs")
+        elif self.module_kwargs:
+            raise ValueError("`module_kwargs` can only be used with a module class")
+        if datamodule is not None and not callable(datamodule) and not isinstance(
+                datamodule, pl.LightningDataModule):
+            check_pytorch_lightning(datamodule, "datamodule", "datamodule")
+        if inspect.isclass(datamodule):
+            _check_class(datamodule, pl.LightningDataModule, "datamodule")
+        self.datamodule = datamodule
+        self.datamodule_kwargs = dict(datamodule_kwargs or {})
+        if inspect.isclass(datamodule):
+            _check_kwargs(datamodule, self.datamodule_kwargs, "datamodule_kwargs")
+        elif self.datamodule_kwargs:
+            raise ValueError("`datamodule_kwargs` can only be used with a datamodule class")
+        if callbacks is not None and not callable(callbacks):
+            if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Sequence):
+                raise TypeError(
+                    "`callbacks` must be a list of callbacks / functions params -> callback, or "
+                    f"a function params -> list, but got {type(callbacks).__name__}"
+                )
+            for i, item in enumerate(callbacks):
+                if not isinstance(item, pl.Callback) and (inspect.isclass(item) or not callable(item)):
+                    check_pytorch_lightning(item, f"callbacks[{i}]", "callback")
+        self.callbacks = callbacks
+        self.search_space = SearchSpace.coerce(search_space)
+        self._check_params_consumed()
+
+        # -- what to optimize
+        if not isinstance(monitor, str) or not monitor:
+            raise TypeError(f"`monitor` must be a non-empty metric name, but got {monitor!r}")
+        if direction not in _DIRECTIONS:
+            raise ValueError(f"`direction` must be one of {list(_DIRECTIONS)}, but got {direction=!r}")
+        if objective not in _OBJECTIVES:
+            raise ValueError(f"`objective` must be one of {list(_OBJECTIVES)}, but got {objective=!r}")
+        if on_nonfinite not in ("prune", "fail"):
+            raise ValueError(f"`on_nonfinite` must be 'prune' or 'fail', but got {on_nonfinite=!r}")
+        self.monitor = monitor
+        self.direction = direction
+        self.objective_mode = objective
+        self.on_nonfinite = on_nonfinite
+
+        # -- how to train
+        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+            raise ValueError(f"`max_epochs` must be an int >= 1, but got {max_epochs=!r}")
+        self.max_epochs = max_epochs
+        self.trainer_kwargs = dict(trainer_kwargs or {})
+        owned = sorted(set(self.trainer_kwargs) & set(_OWNED_TRAINER_KEYS))
+        if owned:
+            raise ValueError(
+                f"`trainer_kwargs` must not set {owned}: the tuner sets them for each trial "
+                "(use `max_epochs`, `callbacks`, `loggers`, `keep_checkpoints`, `output_dir`)"
+            )
+        if isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int) or keep_checkpoints < 0:
+            raise ValueError(f"`keep_checkpoints` must be an int >= 0, but got {keep_checkpoints=!r}")
+        self.keep_checkpoints = keep_checkpoints
+        if isinstance(loggers, str):
+            loggers = (loggers,)
+        unknown_loggers = [name for name in loggers if name not in _LOGGERS]
+        if unknown_loggers:
+            raise ValueError(f"`loggers` may contain {list(_LOGGERS)}, but got {list(loggers)}")
+        self.loggers = tuple(loggers)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"`seed` must be an int, but got {seed!r}")
+        self.seed = seed
+        self.quiet = quiet
+
+        # -- where and how to search (checked now, built again per study)
+        self.pruner_kwargs = dict(pruner_kwargs or {})
+        self.sampler_kwargs = dict(sampler_kwargs or {})
+        self.pruner = make_pruner(pruner, self.pruner_kwargs, max_resource=self.max_resource)
+        self._sampler_source = sampler
+        make_sampler(sampler, self.sampler_kwargs, seed=seed)
+        if not isinstance(study_name, str) or not study_name or "/" in study_name:
+            raise ValueError(f"`study_name` must be a non-empty name without '/', but got {study_name!r}")
+        self.study_name = study_name
+        self.output_dir = pathlib.Path(output_dir)
+        self.study_dir = self.output_dir / study_name
+        self._storage_source = storage
+        check_storage(storage)  # a malformed URL fails now; nothing is opened or created
+        self._storage: optuna.storages.BaseStorage | None = None
+        self.study: optuna.Study | None = None
+
+    # ------------------------------------------------------------------------------ building
+    @property
+    def max_resource(self) -> int | None:
+        """Validations in a full trial (Hyperband's default ``max_resource``), if plain."""
+        return _validations_per_trial(self.max_epochs, self.trainer_kwargs)
+
+    def _check_params_consumed(self) -> None:
+        """With classes only, a sampled name that no class takes is a typo: say so now."""
+        specs = self.search_space.specs
+        if specs is None or not inspect.isclass(self.module):
+            return
+        takers: list[set[str] | None] = [_accepted_kwargs(self.module)]
+        if inspect.isclass(self.datamodule):
+            takers.append(_accepted_kwargs(self.datamodule))
+        elif callable(self.datamodule) and not isinstance(self.datamodule, pl.LightningDataModule):
+            return
+        if callable(self.callbacks) or any(
+                not isinstance(c, pl.Callback) for c in (self.callbacks or ())):
+            return  # a callback factory may take any name
+        if any(t is None for t in takers):
+            return
+        accepted = set().union(*takers)  # type: ignore[arg-type]
+        unused = sorted(set(specs) - accepted)
+        if unused:
+            names = [self.module.__name__] + (
+                [self.datamodule.__name__] if inspect.isclass(self.datamodule) else [])
+            raise ValueError(
+                f"search space parameters {unused} are not arguments of {' or '.join(names)}, "
+                "and no callback function receives them; accepted names: "
+                f"{sorted(accepted)}"
+            )
+
+    @staticmethod
+    def _from_class(cls: type, fixed: Mapping[str, Any], params: Params) -> Any:
+        accepted = _accepted_kwargs(cls)
+        chosen = {k: v for k, v in params.items() if accepted is None or k in accepted}
+        return cls(**{**fixed, **chosen})
+
+    def build_datamodule(self, params: Params) -> pl.LightningDataModule | None:
+        """The datamodule for a trial's hyperparameters."""
+        source = self.datamodule
+        if source is None or isinstance(source, pl.LightningDataModule):
+            return source
+        dm = (self._from_class(source, self.datamodule_kwargs, params) if inspect.isclass(source)
+              else source(dict(params)))
+        check_pytorch_lightning(dm, "datamodule(params)", "datamodule")
+        return dm
+
+    def build_module(self, params: Params, datamodule: Any = None) -> pl.LightningModule:
+        """The LightningModule for a trial's hyperparameters."""
+        if inspect.isclass(self.module):
+            fixed = dict(self.module_kwargs)
+            accepted = _accepted_kwargs(self.module)
+            if ("num_classes" not in fixed and "num_classes" not in params
+                    and (accepted is None or "num_classes" in accepted)
+                    and isinstance(getattr(datamodule, "num_classes", None), int)):
+                fixed["num_classes"] = datamodule.num_classes
+            module = self._from_class(self.module, fixed, params)
+        else:
+            module = self.module(dict(params))
+        check_pytorch_lightning(module, "module(params)", "module")
+        return module
+
+    def build_callbacks(self, params: Params) -> list[pl.Callback]:
+        """The user's callbacks for a trial's hyperparameters (fresh objects every trial)."""
+        if self.callbacks is None:
+            return []
+        if callable(self.callbacks):
+            built = list(self.callbacks(dict(params)))
+        else:
+            built = [copy.deepcopy(c) if isinstance(c, pl.Callback) else c(dict(params))
+                     for c in self.callbacks]
+        for i, callback in enumerate(built):
+            check_pytorch_lightning(callback, f"callbacks(params)[{i}]", "callback")
+        return built
+
+    def trial_dir(self, number: int) -> pathlib.Path:
+        """Logs and checkpoints of trial ``number``."""
+        return self.study_dir / "trials" / f"trial_{number:04d}"
+
+    def _trial_loggers(self, number: int) -> list[Any]:
+        loggers: list[Any] = []
+        if "csv" in self.loggers:
+            loggers.append(pl.loggers.CSVLogger(self.study_dir / "trials", name="",
+                                                version=f"trial_{number:04d}"))
+        if "tensorboard" in self.loggers:
+            loggers.append(pl.loggers.TensorBoardLogger(self.study_dir / "tensorboard", name="",
+                                                        version=f"trial_{number:04d}",
+                                                        default_hp_metric=False))
+        return loggers
+
+    # ------------------------------------------------------------------------------- study
+    def _open_storage(self) -> optuna.storages.BaseStorage:
+        # Opened once per Tuner, so an in-memory study survives several `run` calls.
+        if self._storage is not None:
+            return self._storage
+        storage = resolve_storage(self._storage_source, self.study_dir)
+        if isinstance(storage, optuna.storages.BaseStorage):
+            self._storage = storage
+            return storage
+        try:
+            self._storage = optuna.storages.get_storage(storage)
+            return self._storage
+        except Exception as err:  # sqlalchemy/driver errors: say which storage, hide passwords
+            raise ValueError(
+                f"cannot open storage {mask_url(storage)!r}: {type(err).__name__}: {err}"
+            ) from err
+
+    @property
+    def storage_description(self) -> str:
+        """Where the study lives, passwords hidden."""
+        if self._storage is not None:
+            return describe_storage(self._storage)
+        source = self._storage_source
+        if source is None:
+            return f"sqlite:///{(self.study_dir / 'study.db').resolve()}"
+        if isinstance(source, str):
+            return "memory" if source in ("memory", ":memory:") else mask_url(source)
+        return type(source).__name__
+
+    def create_study(self) -> optuna.Study:
+        """Create the study, or load it if it exists (checking that its direction matches).
+
+        Nothing is written to an existing study before the check passes. The sampler is seeded
+        with ``seed + number of existing trials`` so that a continued study does not replay the
+        configurations it already tried.
+        """
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        storage = self._open_storage()
+        n_existing = 0
+        try:
+            existing = optuna.load_study(study_name=self.study_name, storage=storage)
+        except KeyError:
+            existing = None
+        if existing is not None:
+            directions = [d.name.lower() for d in existing.directions]
+            if directions != [self.direction]:
+                raise ValueError(
+                    f"study {self.study_name!r} already exists with direction(s) {directions}, "
+                    f"but direction={self.direction!r} was asked; use another `study_name` or "
+                    "the same direction (the existing study was not changed)"
+                )
+            existing_trials = existing.get_trials(deepcopy=False)
+            self._check_space_matches(existing_trials)
+            n_existing = len(existing_trials)
+        sampler = make_sampler(self._sampler_source, self.sampler_kwargs, seed=self.seed + n_existing)
+        self.study = optuna.create_study(
+            storage=storage,
+            study_name=self.study_name,
+            direction=self.direction,
+            sampler=sampler,
+            pruner=self.pruner,
+            load_if_exists=True,
+        )
+        self.study.set_user_attr("monitor", self.monitor)
+        return self.study
+
+    def _check_space_matches(self, trials: Sequence[FrozenTrial]) -> None:
+        """Refuse a search space whose distributions clash with those the study already has
+        (Optuna would only fail inside the next trial, leaving a FAIL trial behind)."""
+        space = self.search_space.distributions()
+        for trial in trials:
+            for name, old in trial.distributions.items():
+                if name not in space:
+                    continue
+                try:
+                    optuna.distributions.check_distribution_compatibility(old, space[name])
+                except ValueError as err:
+                    raise ValueError(
+                        f"search space `{name}` is {space[name]}, but study "
+                        f"{self.study_name!r} already sampled it from {old} ({err}); use "
+                        "another `study_name` for a different space (the existing study was "
+                        "not changed)"
+                    ) from None
+            space = {k: v for k, v in space.items() if k not in trial.distributions}
+            if not space:
+                return
+
+    # ---------------------------------------------------------------------------- one trial
+    def objective(self, trial: optuna.Trial) -> float:
+        """Run one trial: sample, seed, build, fit with pruning, record. Returns its value."""
+        start = time.perf_counter()
+        params = self.search_space.suggest(trial)
+        trial.set_user_attr("params", _json_safe(params))
+        pl.seed_everything(self.seed + trial.number, workers=True, verbose=False)
+        datamodule = self.build_datamodule(params)
+        module = self.build_module(params, datamodule)
+        trial_dir = self.trial_dir(trial.number)
+        if trial_dir.exists():  # an in-memory study run again: trial numbers restart
+            shutil.rmtree(trial_dir)
+        # DDP-aware (issue 7): rank 0 decides, all ranks stop together, one report per step.
+        pruning = DistributedOptunaPruning(
+            trial, monitor=self.monitor, on_nonfinite=self.on_nonfinite)
+        callbacks = [*self.build_callbacks(params), pruning]
+        checkpoint = None
+        if self.keep_checkpoints > 0:
+            checkpoint = pl.callbacks.ModelCheckpoint(
+                dirpath=trial_dir / "checkpoints", filename="best", monitor=self.monitor,
+                mode="min" if self.direction == "minimize" else "max", save_top_k=1,
+                enable_version_counter=False,
+            )
+            callbacks.append(checkpoint)
+        loggers = self._trial_loggers(trial.number)
+        trainer = pl.Trainer(**{
+            **_TRAINER_DEFAULTS,
+            **self.trainer_kwargs,
+            "max_epochs": self.max_epochs,
+            "callbacks": callbacks,
+            "logger": loggers or False,
+            "enable_checkpointing": checkpoint is not None,
+            "default_root_dir": str(trial_dir),
+        })
+        for logger in loggers:
+            logger.log_hyperparams({**params, "trial": trial.number})
+        trial.set_user_attr("log_dir", str(trial_dir))
+        fit_start = time.perf_counter()
+        try:
+            if datamodule is None:
+                trainer.fit(module)
+            else:
+                trainer.fit(module, datamodule=datamodule)
+        except BaseException:
+            shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
+            raise
+        pruning.sync_from_storage()  # ddp_spawn trained in child processes (issue 7)
+        trial.set_user_attr("fit_seconds", time.perf_counter() - fit_start)
+        trial.set_user_attr("epochs", int(trainer.current_epoch))
+        trial.set_user_attr("validations", pruning.validations)
+        if pruning.status != "running":
+            key = "prune_reason" if pruning.pruned else "fail_reason"
+            trial.set_user_attr(key, pruning.reason)
+            shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
+            trial.set_user_attr("trial_seconds", time.perf_counter() - start)
+            pruning.check()
+        if not pruning.values:
+            raise ValueError(
+                f"trial {trial.number} ran no validation, so {self.monitor!r} was never "
+                "reported: check `limit_val_batches`, `check_val_every_n_epoch` and the "
+                "validation dataloader"
+            )
+        if self.objective_mode == "last":
+            value = pruning.values[-1]
+        else:
+            value = (min if self.direction == "minimize" else max)(pruning.values)
+        if checkpoint is not None and checkpoint.best_model_path:
+            trial.set_user_attr("checkpoint", str(pathlib.Path(checkpoint.best_model_path).resolve()))
+        trial.set_user_attr("trial_seconds", time.perf_counter() - start)
+        return float(value)
+
+    def _prune_checkpoints(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Study callback: keep the checkpoints of the ``keep_checkpoints`` best trials only."""
+        if self.keep_checkpoints == 0 or trial.state != TrialState.COMPLETE:
+            return
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if t.value is not None and math.isfinite(t.value)]
+        complete.sort(key=lambda t: t.value, reverse=self.direction == "maximize")  # type: ignore[arg-type, return-value]
+        for old in complete[self.keep_checkpoints:]:
+            path = old.user_attrs.get("checkpoint")
+            if path:
+                pathlib.Path(path).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------------------- loops
+    @contextmanager
+    def _quiet_libraries(self) -> Iterator[None]:
+        names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")
+        levels = {n: logging.getLogger(n).level for n in names}
+        verbosity = optuna.logging.get_verbosity()
+        for name in names:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            with warnings.catch_warnings():
+                for message in _NOISY_WARNINGS:
+                    warnings.filterwarnings("ignore", message=message)
+                yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+            optuna.logging.set_verbosity(verbosity)
+
+    def optimize(self, n_trials: int | None = None, timeout: float | None = None) -> optuna.Study:
+        """Run trials in this process until ``n_trials`` more ran or ``timeout`` seconds passed.
+
+        Creates or loads the study first if :meth:`create_study` was not called.
+        """
+        _check_budget(n_trials, timeout)
+        study = self.study if self.study is not None else self.create_study()
+        progress = _Progress(n_trials, self.monitor, self.max_epochs, self.quiet)
+        try:
+            with self._quiet_libraries():
+                study.optimize(
+                    self.objective,
+                    n_trials=n_trials,
+                    timeout=timeout,
+                    catch=(NonFiniteMetricError,),
+                    callbacks=[self._prune_checkpoints, progress],
+                )
+        finally:
+            progress.close()
+        return study
+
+    def result(self, *, report: bool = True, plots: bool = True) -> TuneResult:
+        """The result of the study so far; with ``report``, write CSV/summary/plots to
+        ``<study_dir>/report``."""
+        study = self.study if self.study is not None else self.create_study()
+        result = TuneResult(study=study, study_dir=self.study_dir, monitor=self.monitor)
+        if report:
+            result.report_files = save_report(study, self.study_dir / "report",
+                                              monitor=self.monitor, plots=plots)
+        return result
+
+    def run(
+        self,
+        n_trials: int | None = None,
+        timeout: float | None = None,
+        *,
+        test_best: bool = False,
+        plots: bool = True,
+    ) -> TuneResult:
+        """Create or continue the study, optimize, write the report and print the summary.
+
+        With ``test_best``, the best configuration is evaluated on the test split (from its
+        kept checkpoint, or retrained when it has none).
+        """
+        _check_budget(n_trials, timeout)
+        with self._quiet_libraries():
+            study = self.create_study()
+        if not self.quiet:
+            n_old = len(study.get_trials(deepcopy=False))
+            state = f"continuing after {n_old} trials" if n_old else "new study"
+            print(f"Study {self.study_name!r} ({state}), storage {self.storage_description}, "
+                  f"output in {self.study_dir}")
+        self.optimize(n_trials=n_trials, timeout=timeout)
+        result = self.result(report=True, plots=plots)
+        if test_best:
+            result.test_metrics = self.test_best(result)
+        if not self.quiet:
+            print(result.summary())
+            if result.report_files:
+                print(f"Report: {self.study_dir / 'report'}")
+        return result
+
+    def test_best(self, result: TuneResult | None = None) -> dict[str, float]:
+        """Test metrics of the best configuration: from its checkpoint, or retrained."""
+        result = result if result is not None else self.result(report=False)
+        best = result.best_trial
+        params = trial_params(best)
+        pl.seed_everything(self.seed + best.number, workers=True, verbose=False)
+        datamodule = self.build_datamodule(params)
+        module = self.build_module(params, datamodule)
+        trainer_args = {**_TRAINER_DEFAULTS, **self.trainer_kwargs, "logger": False,
+                        "enable_checkpointing": False, "max_epochs": self.max_epochs,
+                        "default_root_dir": str(self.study_dir / "best")}
+        ckpt = result.best_checkpoint
+        with self._quiet_libraries():
+            if ckpt is None:
+                trainer = pl.Trainer(**trainer_args, callbacks=self.build_callbacks(params))
+                trainer.fit(module, datamodule=datamodule)
+                metrics = trainer.test(module, datamodule=datamodule, verbose=False)
+            else:
+                trainer = pl.Trainer(**trainer_args)
+                metrics = trainer.test(module, datamodule=datamodule, ckpt_path=str(ckpt),
+                                       verbose=False)
+        out = {k: float(v) for k, v in (metrics[0] if metrics else {}).items()}
+        (self.study_dir / "report").mkdir(parents=True, exist_ok=True)
+        (self.study_dir / "report" / "best_test_metrics.json").write_text(
+            json.dumps({"trial": best.number, "params": _json_safe(params), "from_checkpoint":
+                        ckpt is not None, "metrics": out}, indent=2))
+        return out

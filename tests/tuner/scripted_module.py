@@ -1,0 +1,56 @@
+"""A tiny scripted LightningModule for the tuner tests: validation i logs ``values[i]``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class ScriptedModule(pl.LightningModule):
+    """A 2->1 linear model whose ``metric`` at validation i is ``values[i]`` (the last repeats)."""
+
+    def __init__(self, values: Sequence[float] = (1.0,), metric: str = "val_loss",
+                 batch_size: int = 4) -> None:
+        super().__init__()
+        self.values = list(values)
+        self.metric = metric
+        self.batch_size = batch_size
+        self.layer = nn.Linear(2, 1)
+        self.validations = 0
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        value = self.values[min(self.validations, len(self.values) - 1)]
+        self.validations += 1
+        self.log(self.metric, torch.tensor(float(value)))
+        self.log("other_metric", torch.tensor(0.0))
+
+    def on_save_checkpoint(self, checkpoint) -> None:
+        checkpoint["scripted_validations"] = self.validations
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        self.validations = checkpoint["scripted_validations"]
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def _loader(self, batch_size: int) -> DataLoader:
+        g = torch.Generator().manual_seed(0)
+        return DataLoader(TensorDataset(torch.randn(8, 2, generator=g)), batch_size=batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(4)
