@@ -46,6 +46,7 @@ def run_demo(
         enable_model_summary=False,
         enable_checkpointing=False,
         limit_train_batches=limit_train_batches,
+        log_every_n_steps=5,
         deterministic=True,
     )
     start = time.perf_counter()
