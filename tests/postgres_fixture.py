@@ -99,6 +99,9 @@ class _Server:
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
     """URL of a PostgreSQL server for this test session (see the module docstring)."""
+    if os.environ.get("CI") and not os.environ.get(ENV_VAR):
+        # CI must run the PostgreSQL tests: .ci/run starts a server and sets the variable.
+        pytest.fail(f"CI is set but {ENV_VAR} is not: .ci/run should have started PostgreSQL")
     pytest.importorskip("psycopg2", reason="psycopg2 is not installed (dev extra)")
     if os.environ.get(ENV_VAR):
         yield os.environ[ENV_VAR]
