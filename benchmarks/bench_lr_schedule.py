@@ -5,6 +5,8 @@ repeats in one process:
 
 * ``bare``: a plain Trainer, constant LR;
 * ``ours``: ``LRSchedule("cosine", warmup=0.1)`` (per-step LR for every group);
+* ``empty``: a bare Trainer plus an empty ``pl.Callback()`` (Lightning's per-callback
+  dispatch cost, the floor for any callback);
 * ``torch``: the same schedule the usual way, ``SequentialLR(LinearLR, CosineAnnealingLR)``
   returned from ``configure_optimizers`` with ``interval="step"`` (for reference).
 
@@ -156,6 +158,10 @@ def fit(variant: str, steps: int, timed: bool = False) -> float:
     train = DataLoader(TensorDataset(x, y), batch_size=32)
     timer = StepTimer()
     callbacks: list[pl.Callback] = [timer]
+    if variant == "empty":
+        # Lightning dispatches every hook of every callback (state_key, profiler context) even
+        # when the callback defines none: the floor any callback pays.
+        callbacks.insert(0, pl.Callback())
     if variant == "ours":
         schedule_cls = TimedLRSchedule if timed else LRSchedule
         callbacks.insert(0, schedule_cls("cosine", warmup=0.1, warmup_start_factor=1e-3))
@@ -175,7 +181,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     rng = random.Random(args.seed)
-    variants = ["bare", "ours", "torch"]
+    variants = ["bare", "empty", "ours", "torch"]
     times: dict[str, list[float]] = {v: [] for v in variants}
     fit("bare", 50)  # warm up imports and allocator
     for _ in range(args.repeats):
@@ -184,9 +190,10 @@ def main() -> None:
         for variant in order:
             times[variant].append(fit(variant, args.steps))
     ratios = {v: statistics.median(t / b for t, b in zip(times[v], times["bare"]))
-              for v in ("ours", "torch")}
+              for v in ("empty", "ours", "torch")}
+    vs_empty = statistics.median(o / e for o, e in zip(times["ours"], times["empty"]))
     # the least-disturbed repeat of each variant: robust on a shared, loaded machine
-    min_ratios = {v: min(times[v]) / min(times["bare"]) for v in ("ours", "torch")}
+    min_ratios = {v: min(times[v]) / min(times["bare"]) for v in ("empty", "ours", "torch")}
     paired_ratios = [paired(args.steps // 4, 16) for _ in range(args.repeats)]
     TimedLRSchedule.hook_ns = []
     fit("ours", args.steps, timed=True)
@@ -201,6 +208,7 @@ def main() -> None:
         "step_us_median": {v: round(1e6 * statistics.median(t), 1) for v, t in times.items()},
         "ratio_vs_bare_median": {v: round(r, 4) for v, r in ratios.items()},
         "ratio_vs_bare_of_min": {v: round(r, 4) for v, r in min_ratios.items()},
+        "ratio_ours_vs_empty_callback_median": round(vs_empty, 4),
         "ratio_paired_epochs_median": round(statistics.median(paired_ratios), 4),
         "ratio_paired_epochs_all": [round(r, 4) for r in paired_ratios],
         "lrschedule_hook_us_per_step_median": round(hook_us, 2),

@@ -236,8 +236,12 @@ class LayerFreezing(Callback):
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(strategy=self.strategy, coarse=self.coarse,
-                                        keep_frozen=self.keep_frozen)
+        # Lightning reads state_key around every hook call of every step: build it once.
+        key = self.__dict__.get("_state_key_cache")
+        if key is None:
+            key = self._state_key_cache = self._generate_state_key(
+                strategy=self.strategy, coarse=self.coarse, keep_frozen=self.keep_frozen)
+        return key
 
     # ------------------------------------------------------------------------- public view
     @property

@@ -314,10 +314,14 @@ class LRSchedule(pl.Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(
-            schedule=repr(self.schedule), warmup=self.warmup, interval=self.interval,
-            optimizers=self.optimizers,
-        )
+        # Lightning reads state_key around every hook call of every step: build it once.
+        key = self.__dict__.get("_state_key_cache")
+        if key is None:
+            key = self._state_key_cache = self._generate_state_key(
+                schedule=repr(self.schedule), warmup=self.warmup, interval=self.interval,
+                optimizers=self.optimizers,
+            )
+        return key
 
     # ----------------------------------------------------------------------- Lightning hooks
     @override
