@@ -45,11 +45,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lightning-tune`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    expected: tuple[type[BaseException], ...] = (
+        ValueError, TypeError, FileNotFoundError, ConnectionError, ImportError)
+    try:
+        from optuna.exceptions import StorageInternalError
+
+        expected += (StorageInternalError,)
+    except ImportError:  # pragma: no cover - optuna is a dependency
+        pass
+    try:
+        from lightning_tune.tuner.workers import TooManyFailuresError
+
+        expected += (TooManyFailuresError,)
+    except ImportError:  # pragma: no cover - the tuner is optional
+        pass
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"lightning-tune {args.command}: error: {err}", file=sys.stderr)
+    except expected as err:
+        print(f"lightning-tune {args.command}: error: {_masked(err, args)}", file=sys.stderr)
         return 2
+
+
+def _masked(err: BaseException, args: argparse.Namespace) -> str:
+    """The error message on one line, with any password of a storage URL replaced by ***."""
+    from lightning_tune.tuner.storage import mask_url
+
+    message = " ".join(str(err).split()) or type(err).__name__
+    storage = getattr(args, "storage", None)
+    if isinstance(storage, str):
+        masked = mask_url(storage)
+        if masked != storage:
+            message = message.replace(storage, masked)
+            password = _url_password(storage)
+            if password:
+                message = message.replace(password, "***")
+    return message
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).password
+    except Exception:
+        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

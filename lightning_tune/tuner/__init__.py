@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lightning_tune.tuner.config import load_config, tuner_from_config
+from lightning_tune.tuner.distributed import DistributedOptunaPruning
 from lightning_tune.tuner.factories import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from lightning_tune.tuner.pruning import MetricNotFoundError, NonFiniteMetricError, OptunaPruning
 from lightning_tune.tuner.report import save_report, summary_table, trials_frame
@@ -16,11 +17,13 @@ from lightning_tune.tuner.space import (
     parse_spec,
 )
 from lightning_tune.tuner.tuner import Tuner, TuneResult
+from lightning_tune.tuner.workers import run_worker, run_workers
 
 __all__ = [
     "PRUNERS",
     "SAMPLERS",
     "Categorical",
+    "DistributedOptunaPruning",
     "Fixed",
     "Float",
     "Int",
@@ -35,6 +38,8 @@ __all__ = [
     "make_pruner",
     "make_sampler",
     "parse_spec",
+    "run_worker",
+    "run_workers",
     "save_report",
     "summary_table",
     "trials_frame",

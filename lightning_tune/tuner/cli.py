@@ -13,7 +13,9 @@ def run_tune(config: str | None = None, **overrides: Any) -> dict[str, Any]:
     """Run the sweep of ``config`` (the bundled digits sweep if None); return a JSON-able summary.
 
     ``overrides`` replace top-level config keys (``n_trials``, ``storage``, ``output_dir``, ...);
-    None values are ignored.
+    None values are ignored. ``n_trials`` is the number of finished (COMPLETE + PRUNED) trials
+    the study should have in the end (``Tuner.run(..., total=True)``): running the same sweep
+    again after a crash continues it, after a finished sweep it adds nothing.
     """
     from lightning_tune.tuner.config import (
         bundled_config,
@@ -26,7 +28,7 @@ def run_tune(config: str | None = None, **overrides: Any) -> dict[str, Any]:
     settings = run_settings(cfg, **overrides)
     tuner = tuner_from_config(cfg, **overrides)
     result = tuner.run(settings["n_trials"], settings["timeout"],
-                       test_best=settings["test_best"], plots=settings["plots"])
+                       test_best=settings["test_best"], plots=settings["plots"], total=True)
     trials = result.trials
     summary: dict[str, Any] = {
         "study": tuner.study_name,
@@ -63,6 +65,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         study_name=args.study_name,
         seed=args.seed,
         quiet=True if args.quiet else None,
+        heartbeat_interval=args.heartbeat_interval,
+        grace_period=args.grace_period,
     )
     print(json.dumps({"tune": summary}))
     return 0
@@ -75,11 +79,17 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         help="run or continue an Optuna sweep from a YAML config (median/Hyperband pruning)",
         description="Run the sweep a YAML config describes. Running the same command again "
         "continues the study (it lives in a SQLite file in the study directory unless "
-        "`storage` says otherwise). Without --config, the bundled digits sweep runs.",
+        "`storage` says otherwise) until it has --n-trials finished (COMPLETE + PRUNED) "
+        "trials, with or without --workers: after a crash it continues, after a finished sweep "
+        "it runs nothing more. A trial left running by a killed run is marked FAIL once its "
+        "heartbeat is older than the grace period and retried with its parameters. Without "
+        "--config, the bundled digits sweep runs.",
     )
     parser.add_argument("--config", default=None,
                         help="sweep YAML (default: the bundled digits_sweep.yaml)")
-    parser.add_argument("--n-trials", type=int, default=None, help="trials to run now")
+    parser.add_argument("--n-trials", type=int, default=None,
+                        help="finished (COMPLETE + PRUNED) trials the study should have in the "
+                        "end, trials of earlier runs included (default: the config's)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds after which no new trial starts")
     parser.add_argument("--storage", default=None,
@@ -88,6 +98,11 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--study-name", default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--heartbeat-interval", type=int, default=None,
+                        help="seconds between heartbeats of a running trial (default 10)")
+    parser.add_argument("--grace-period", type=int, default=None,
+                        help="seconds without heartbeat before a running trial counts as dead "
+                        "(default 2x the interval)")
     parser.set_defaults(func=_cmd_tune)
     # issue 7: `tune --workers N` and `lightning-tune worker` (lightning_tune/tuner/workers.py)
     from lightning_tune.tuner.workers import add_worker_subcommand, add_workers_option

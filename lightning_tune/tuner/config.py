@@ -31,7 +31,10 @@ CONFIG_KEYS: dict[str, str] = {
     "output_dir": "where study directories go",
     "storage": "null (SQLite in the study dir), 'memory', or an Optuna storage URL",
     "seed": "sampler seed; trial k is seeded with seed + k",
-    "n_trials": "number of trials to run (this invocation)",
+    "n_trials": "finished (COMPLETE + PRUNED) trials the study should have; re-running continues",
+    "heartbeat_interval": "seconds between heartbeats of a running trial (default storage); null: off",
+    "grace_period": "seconds without heartbeat before a running trial counts as dead",
+    "max_retry": "retries of a dead trial with its parameters",
     "timeout": "seconds after which no new trial starts",
     "monitor": "metric to optimize",
     "direction": "minimize or maximize",
@@ -268,7 +271,8 @@ def tuner_from_config(cfg: Mapping[str, Any], **overrides: Any) -> Tuner:
     pruner, pruner_kwargs = _named(cfg, "pruner", "hyperband")
     options = {k: cfg[k] for k in ("storage", "study_name", "output_dir", "seed", "monitor",
                                    "direction", "objective", "on_nonfinite", "max_epochs",
-                                   "keep_checkpoints", "loggers", "quiet") if k in cfg}
+                                   "keep_checkpoints", "loggers", "quiet", "heartbeat_interval",
+                                   "grace_period", "max_retry") if k in cfg}
     return Tuner(
         module,
         space,

@@ -79,7 +79,11 @@ class OptunaPruning(pl.Callback):
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(monitor=self.monitor)
+        # Lightning reads state_key around every hook call of every step: build it once.
+        key = self.__dict__.get("_state_key_cache")
+        if key is None:
+            key = self._state_key_cache = self._generate_state_key(monitor=self.monitor)
+        return key
 
     @property
     def pruned(self) -> bool:

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lightning_tune._compat import check_pytorch_lightning
 from lightning_tune.tuner.distributed import DistributedOptunaPruning
 from lightning_tune.tuner.factories import make_pruner, make_sampler
-from lightning_tune.tuner.pruning import NonFiniteMetricError
+from lightning_tune.tuner.pruning import MetricNotFoundError
 from lightning_tune.tuner.report import (
     format_trial_line,
     save_report,
@@ -273,6 +273,18 @@ class Tuner:
         keep_checkpoints: keep the best checkpoint of this many best trials (0: none).
         loggers: per-trial loggers, any of ``"csv"``, ``"tensorboard"`` (empty: none).
         quiet: no progress output (for scripts).
+        heartbeat_interval: seconds between heartbeats of a running trial in the default
+            storage (``storage=None``, the study's SQLite file), so that the trial of a killed
+            run is marked FAIL and retried with its parameters when the sweep runs again;
+            None turns crash recovery off. Ignored for other storages (give them a storage
+            object from :func:`~lightning_tune.tuner.storage.resolve_storage` instead).
+        grace_period: seconds without a heartbeat after which a running trial counts as dead
+            (default ``2 * heartbeat_interval``).
+        max_retry: how often a dead trial is retried with its parameters (None: no limit).
+
+    Two budgets: :meth:`optimize` keeps Optuna's meaning of ``n_trials`` (this many *more*
+    trials), while ``run(n_trials, total=True)`` (what ``lightning-tune tune`` uses) runs until
+    the study has ``n_trials`` *finished* (COMPLETE + PRUNED) trials, counting earlier runs.
 
     Example:
         >>> from lightning_tune import DigitsDataModule, TimmClassifier
@@ -311,6 +323,9 @@ class Tuner:
         keep_checkpoints: int = 3,
         loggers: Sequence[str] = ("csv",),
         quiet: bool = False,
+        heartbeat_interval: int | None = 10,
+        grace_period: int | None = None,
+        max_retry: int | None = 3,
     ) -> None:
         # -- what to build
         if inspect.isclass(module):
@@ -402,6 +417,12 @@ class Tuner:
         self.study_dir = self.output_dir / study_name
         self._storage_source = storage
         check_storage(storage)  # a malformed URL fails now; nothing is opened or created
+        # Crash recovery for the default storage (the study's SQLite file): checked now.
+        check_storage(None, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                      max_retry=max_retry)
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.max_retry = max_retry
         self._storage: optuna.storages.BaseStorage | None = None
         self.study: optuna.Study | None = None
 
@@ -497,11 +518,39 @@ class Tuner:
         return loggers
 
     # ------------------------------------------------------------------------------- study
-    def _open_storage(self) -> optuna.storages.BaseStorage:
-        # Opened once per Tuner, so an in-memory study survives several `run` calls.
+    @property
+    def storage_source(self) -> str | optuna.storages.BaseStorage | None:
+        """The ``storage`` argument as given (None: the study's SQLite file)."""
+        return self._storage_source
+
+    def with_storage(self, storage: optuna.storages.BaseStorage | None) -> Tuner:
+        """A shallow copy of this tuner that uses ``storage`` and has no study loaded yet.
+
+        With ``storage=None`` the copy keeps this tuner's storage source but holds no open
+        storage, so it can be pickled and sent to another process, which opens its own.
+        """
+        clone = copy.copy(self)
+        clone._storage = storage
+        if storage is not None:
+            clone._storage_source = storage
+        clone.study = None
+        return clone
+
+    def open_storage(self) -> optuna.storages.BaseStorage:
+        """The study's storage, opened once per Tuner (so an in-memory study survives several
+        ``run`` calls). The default SQLite file gets a heartbeat (see ``heartbeat_interval``).
+
+        Raises:
+            ConnectionError: the database cannot be opened (message without the password).
+            ImportError: the database driver is not installed.
+        """
         if self._storage is not None:
             return self._storage
-        storage = resolve_storage(self._storage_source, self.study_dir)
+        heartbeat: dict[str, Any] = {}
+        if self._storage_source is None:
+            heartbeat = {"heartbeat_interval": self.heartbeat_interval,
+                         "grace_period": self.grace_period, "max_retry": self.max_retry}
+        storage = resolve_storage(self._storage_source, self.study_dir, **heartbeat)
         if isinstance(storage, optuna.storages.BaseStorage):
             self._storage = storage
             return storage
@@ -533,7 +582,7 @@ class Tuner:
         configurations it already tried.
         """
         self.study_dir.mkdir(parents=True, exist_ok=True)
-        storage = self._open_storage()
+        storage = self.open_storage()
         n_existing = 0
         try:
             existing = optuna.load_study(study_name=self.study_name, storage=storage)
@@ -585,7 +634,21 @@ class Tuner:
 
     # ---------------------------------------------------------------------------- one trial
     def objective(self, trial: optuna.Trial) -> float:
-        """Run one trial: sample, seed, build, fit with pruning, record. Returns its value."""
+        """Run one trial: sample, seed, build, fit with pruning, record. Returns its value.
+
+        A trial that raises (an error in the module, a NaN metric with ``on_nonfinite="fail"``)
+        gets the error in its ``fail_reason`` user attribute before the exception propagates.
+        """
+        try:
+            return self._run_trial(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:
+            if "fail_reason" not in trial.user_attrs:
+                trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:4000])
+            raise
+
+    def _run_trial(self, trial: optuna.Trial) -> float:
         start = time.perf_counter()
         params = self.search_space.suggest(trial)
         trial.set_user_attr("params", _json_safe(params))
@@ -654,7 +717,7 @@ class Tuner:
         trial.set_user_attr("trial_seconds", time.perf_counter() - start)
         return float(value)
 
-    def _prune_checkpoints(self, study: optuna.Study, trial: FrozenTrial) -> None:
+    def prune_checkpoints(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Study callback: keep the checkpoints of the ``keep_checkpoints`` best trials only."""
         if self.keep_checkpoints == 0 or trial.state != TrialState.COMPLETE:
             return
@@ -668,7 +731,8 @@ class Tuner:
 
     # ------------------------------------------------------------------------------- loops
     @contextmanager
-    def _quiet_libraries(self) -> Iterator[None]:
+    def quiet_libraries(self) -> Iterator[None]:
+        """Context manager: Lightning and Optuna logs at WARNING, tuning-irrelevant warnings off."""
         names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")
         levels = {n: logging.getLogger(n).level for n in names}
         verbosity = optuna.logging.get_verbosity()
@@ -686,24 +750,45 @@ class Tuner:
             optuna.logging.set_verbosity(verbosity)
 
     def optimize(self, n_trials: int | None = None, timeout: float | None = None) -> optuna.Study:
-        """Run trials in this process until ``n_trials`` more ran or ``timeout`` seconds passed.
+        """Run trials in this process until ``n_trials`` *more* ran or ``timeout`` seconds passed.
 
-        Creates or loads the study first if :meth:`create_study` was not called.
+        This is Optuna's ``Study.optimize`` meaning of ``n_trials``: trials of earlier runs do
+        not count (for "until the study has N finished trials" use ``run(N, total=True)``).
+        Creates or loads the study first if :meth:`create_study` was not called. A trial that
+        raises is recorded as FAIL with the error in its ``fail_reason`` user attribute and the
+        sweep goes on; only a monitored metric that is never logged
+        (:class:`~lightning_tune.tuner.pruning.MetricNotFoundError`, a configuration error
+        every trial would repeat) stops the sweep and is raised.
         """
         _check_budget(n_trials, timeout)
         study = self.study if self.study is not None else self.create_study()
         progress = _Progress(n_trials, self.monitor, self.max_epochs, self.quiet)
+        config_errors: list[MetricNotFoundError] = []
+
+        def objective(trial: optuna.Trial) -> float:
+            try:
+                return self.objective(trial)
+            except MetricNotFoundError as err:
+                config_errors.append(err)
+                raise
+
+        def stop_on_config_error(study: optuna.Study, trial: FrozenTrial) -> None:
+            if config_errors:
+                study.stop()
+
         try:
-            with self._quiet_libraries():
+            with self.quiet_libraries():
                 study.optimize(
-                    self.objective,
+                    objective,
                     n_trials=n_trials,
                     timeout=timeout,
-                    catch=(NonFiniteMetricError,),
-                    callbacks=[self._prune_checkpoints, progress],
+                    catch=(Exception,),
+                    callbacks=[self.prune_checkpoints, progress, stop_on_config_error],
                 )
         finally:
             progress.close()
+        if config_errors:
+            raise config_errors[0]
         return study
 
     def result(self, *, report: bool = True, plots: bool = True) -> TuneResult:
@@ -723,21 +808,35 @@ class Tuner:
         *,
         test_best: bool = False,
         plots: bool = True,
+        total: bool = False,
     ) -> TuneResult:
         """Create or continue the study, optimize, write the report and print the summary.
+
+        ``n_trials`` means this many *more* trials (like :meth:`optimize`), or, with
+        ``total=True``, the number of *finished* (COMPLETE + PRUNED) trials the study should
+        have in the end, trials of earlier runs included: running the same sweep again after a
+        crash continues it, and after a finished sweep does nothing. This is what
+        ``lightning-tune tune --n-trials N`` does. With ``total=True`` and the default
+        storage, a trial left RUNNING by a killed run is marked FAIL once its heartbeat is
+        older than ``grace_period`` and retried with its parameters (the run waits for that).
 
         With ``test_best``, the best configuration is evaluated on the test split (from its
         kept checkpoint, or retrained when it has none).
         """
         _check_budget(n_trials, timeout)
-        with self._quiet_libraries():
+        with self.quiet_libraries():
             study = self.create_study()
         if not self.quiet:
             n_old = len(study.get_trials(deepcopy=False))
             state = f"continuing after {n_old} trials" if n_old else "new study"
             print(f"Study {self.study_name!r} ({state}), storage {self.storage_description}, "
                   f"output in {self.study_dir}")
-        self.optimize(n_trials=n_trials, timeout=timeout)
+        if total and n_trials is not None:
+            from lightning_tune.tuner.workers import run_worker
+
+            run_worker(self, n_trials, timeout=timeout, name="tune")
+        else:
+            self.optimize(n_trials=n_trials, timeout=timeout)
         result = self.result(report=True, plots=plots)
         if test_best:
             result.test_metrics = self.test_best(result)
@@ -759,7 +858,7 @@ class Tuner:
                         "enable_checkpointing": False, "max_epochs": self.max_epochs,
                         "default_root_dir": str(self.study_dir / "best")}
         ckpt = result.best_checkpoint
-        with self._quiet_libraries():
+        with self.quiet_libraries():
             if ckpt is None:
                 trainer = pl.Trainer(**trainer_args, callbacks=self.build_callbacks(params))
                 trainer.fit(module, datamodule=datamodule)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import multiprocessing
 import os
@@ -39,6 +38,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from lightning_tune.tuner.pruning import MetricNotFoundError
 from lightning_tune.tuner.storage import (
     check_storage,
     describe_storage,
@@ -49,6 +49,7 @@ from lightning_tune.tuner.storage import (
 __all__ = [
     "FINISHED",
     "SurplusTrialError",
+    "TooManyFailuresError",
     "add_worker_subcommand",
     "add_workers_option",
     "finished_trials",
@@ -61,6 +62,10 @@ __all__ = [
 #: Trial states that count towards ``n_trials``.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _ENV_THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class TooManyFailuresError(RuntimeError):
+    """A worker stopped because its last ``max_consecutive_failures`` trials all failed."""
 
 
 class SurplusTrialError(RuntimeError):
@@ -98,8 +103,11 @@ def _fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def _objective(tuner: Any, study: optuna.Study, n_trials: int) -> Any:
-    """The tuner's objective behind the surplus check, recording the error of a failed trial."""
+def _objective(
+    tuner: Any, study: optuna.Study, n_trials: int, config_errors: list[Exception]
+) -> Any:
+    """The tuner's objective behind the surplus check, recording the error of a failed trial
+    (and in ``config_errors`` a monitored metric that is never logged)."""
 
     def objective(trial: optuna.Trial) -> float:
         ahead = [
@@ -120,6 +128,8 @@ def _objective(tuner: Any, study: optuna.Study, n_trials: int) -> Any:
         except optuna.TrialPruned:
             raise
         except Exception as err:
+            if isinstance(err, MetricNotFoundError):
+                config_errors.append(err)
             if "fail_reason" not in trial.user_attrs:
                 trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:4000])
             raise
@@ -134,6 +144,7 @@ def run_worker(
     timeout: float | None = None,
     poll_interval: float = 1.0,
     name: str = "worker",
+    max_consecutive_failures: int | None = 10,
 ) -> int:
     """Run trials of ``tuner``'s study in this process until it has ``n_trials`` finished ones.
 
@@ -148,6 +159,9 @@ def run_worker(
         timeout: seconds after which this worker starts no new trial.
         poll_interval: seconds between checks while waiting for other workers.
         name: shown in the worker's progress lines.
+        max_consecutive_failures: stop with a :class:`TooManyFailuresError` after this many trials of this
+            worker failed in a row (a broken module would otherwise fail trials forever, since
+            FAIL trials do not count towards ``n_trials``); None: never stop.
 
     Returns:
         The number of trials this worker ran (any state).
@@ -166,12 +180,19 @@ def run_worker(
     if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
         raise ValueError(f"`timeout` must be > 0 seconds or None, but got {timeout=!r}")
     study = tuner.study if tuner.study is not None else tuner.create_study()
-    heartbeat = heartbeat_enabled(tuner._open_storage())
+    heartbeat = heartbeat_enabled(tuner.open_storage())
     deadline = None if timeout is None else time.monotonic() + timeout
-    objective = _objective(tuner, study, n_trials)
-    callbacks = [tuner._prune_checkpoints, _Printer(name, tuner.monitor, tuner.quiet)]
-    ran = 0
-    with tuner._quiet_libraries():
+    _positive_int("max_consecutive_failures", max_consecutive_failures, allow_none=True)
+    config_errors: list[Exception] = []
+    objective = _objective(tuner, study, n_trials, config_errors)
+    mine: list[optuna.trial.FrozenTrial] = []
+    callbacks = [
+        tuner.prune_checkpoints,
+        _Printer(name, tuner.monitor, tuner.quiet),
+        lambda _study, trial: mine.append(trial),
+    ]
+    ran = failures = 0
+    with tuner.quiet_libraries():
         while deadline is None or time.monotonic() < deadline:
             if heartbeat:
                 _fail_stale_trials(study)
@@ -186,8 +207,25 @@ def run_worker(
                     break  # a dead worker's trial could never be detected: do not wait forever
                 time.sleep(poll_interval)
                 continue
+            mine.clear()
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
             ran += 1
+            if config_errors:  # every trial would fail the same way
+                raise config_errors[0]
+            last = mine[-1] if mine else None
+            if last is not None and last.state == TrialState.FAIL and not last.user_attrs.get(
+                "surplus"
+            ):
+                failures += 1
+            else:
+                failures = 0
+            if max_consecutive_failures is not None and failures >= max_consecutive_failures:
+                reason = last.user_attrs.get("fail_reason", "") if last is not None else ""
+                raise TooManyFailuresError(
+                    f"{failures} trials in a row failed in {name} (last: trial "
+                    f"{last.number if last else '?'}: {reason}); stopping instead of failing "
+                    "more trials"
+                )
     return ran
 
 
@@ -240,12 +278,7 @@ def _gpu_ids() -> list[str]:
 
 def _with_storage(tuner: Any, storage: optuna.storages.BaseStorage | None) -> Any:
     """A copy of ``tuner`` that uses ``storage`` (a worker's own connection, with heartbeat)."""
-    clone = copy.copy(tuner)
-    clone._storage = storage
-    if storage is not None:
-        clone._storage_source = storage
-    clone.study = None
-    return clone
+    return tuner.with_storage(storage)
 
 
 def _build_tuner(source: Any, storage: optuna.storages.BaseStorage, overrides: Mapping) -> Any:
@@ -331,7 +364,7 @@ def run_workers(
         storage_spec = {**source, **overrides}.get("storage")
     else:
         parent = source
-        storage_spec = source._storage_source
+        storage_spec = source.storage_source
         source = _with_storage(source, None)  # sent without open connections or study
     if storage_spec is not None and not isinstance(storage_spec, (str, os.PathLike)):
         raise TypeError(
@@ -413,8 +446,19 @@ def tune_with_workers(
     settings = run_settings(cfg, **overrides)
     if settings["n_trials"] is None:
         raise ValueError("parallel workers need `n_trials` (finished trials to reach)")
+    merged = {**cfg, **overrides}
+    heartbeat = {
+        "heartbeat_interval": merged.get("heartbeat_interval", 10),
+        "grace_period": merged.get("grace_period"),
+        "max_retry": merged.get("max_retry", 3),
+    }
     study = run_workers(
-        cfg, settings["n_trials"], n_workers, timeout=settings["timeout"], overrides=overrides
+        cfg,
+        settings["n_trials"],
+        n_workers,
+        timeout=settings["timeout"],
+        overrides=overrides,
+        **heartbeat,
     )
     tuner = tuner_from_config(cfg, **overrides)
     result = tuner.result(report=True, plots=settings["plots"])
@@ -442,8 +486,8 @@ def add_workers_option(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=1,
-        help="worker processes on this machine (default 1); with N > 1, --n-trials counts the "
-        "study's finished trials, so re-running after a crash continues the sweep",
+        help="worker processes on this machine (default 1); --n-trials counts the study's "
+        "finished trials either way, so re-running after a crash continues the sweep",
     )
 
 

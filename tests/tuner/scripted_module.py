@@ -54,3 +54,15 @@ class ScriptedModule(pl.LightningModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(4)
+
+
+class SlowSteps(pl.Callback):
+    """Makes each training step last ``seconds``, so a run can be killed in the middle of a trial."""
+
+    def __init__(self, seconds: float = 0.3) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        import time
+
+        time.sleep(self.seconds)

@@ -82,9 +82,9 @@ def test_cli_tune_runs_continues_and_passes_tuned_values_to_callbacks(
     assert [t.params["epsilon"] for t in study.trials] == recorder_module.SEEN
     assert {t.params["batch_size"] for t in study.trials} <= {16, 32}
 
-    # the same command again continues the study
+    # the same command again continues the study up to --n-trials finished trials in all
     assert main(["tune", "--config", str(config), "--output-dir", str(out), "--quiet",
-                 "--n-trials", "1"]) == 0
+                 "--n-trials", "3"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tune"]
     assert summary["trials"] == 3
 
