@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import numpy as np
@@ -23,6 +24,23 @@ def _check_fraction(name: str, value: float, *, allow_one: bool) -> float:
         accepted = "(0, 1]" if allow_one else "(0, 1)"
         raise ValueError(f"`{name}` must be in {accepted}, but got {name}={value!r}")
     return float(value)
+
+
+@functools.lru_cache(maxsize=8)
+def _resized_digits(image_size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """All 1,797 digits as (N, 1, size, size) floats in [0, 1], and their labels.
+
+    Cached per process: a sweep builds a DataModule for every trial, and reading and resizing
+    the digits each time was most of a small trial's time outside the training steps. The
+    cached tensor is never modified (``setup`` indexes and normalises into new tensors).
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
+    if image_size != 8:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return x, digits.target.copy()
 
 
 class DigitsDataModule(pl.LightningDataModule):
@@ -163,26 +181,16 @@ class DigitsDataModule(pl.LightningDataModule):
             )
         return np.sort(train), np.sort(val), np.sort(test), full_train
 
-    def _images(self, raw: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(raw.astype(np.float32) / 16.0).unsqueeze(1)
-        if self.image_size != 8:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                              align_corners=False)
-        return x
-
     def setup(self, stage: str | None = None) -> None:
         """Load, split and normalise once; later calls reuse the tensors."""
         if self.train_set is not None:
             return
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        mask = np.isin(digits.target, self.classes)
-        raw_images = digits.images[mask]
+        all_images, all_targets = _resized_digits(self.image_size)
+        mask = np.isin(all_targets, self.classes)
         remap = {c: i for i, c in enumerate(self.classes)}
-        labels = np.array([remap[int(t)] for t in digits.target[mask]], dtype=np.int64)
+        labels = np.array([remap[int(t)] for t in all_targets[mask]], dtype=np.int64)
         train, val, test, full_train = self._split_indices(labels)
-        images = self._images(raw_images)
+        images = all_images[torch.from_numpy(mask)]
         # Statistics of the whole training split, so `train_fraction` does not move val/test.
         self.mean = float(images[full_train].mean())
         self.std = float(images[full_train].std())

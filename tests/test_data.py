@@ -94,3 +94,16 @@ def test_a_split_that_leaves_classes_empty_fails(kwargs, match):
     dm = DigitsDataModule(image_size=8, **kwargs)
     with pytest.raises(ValueError, match=match):
         dm.setup()
+
+
+def test_the_per_process_cache_of_resized_digits_is_never_modified():
+    from lightning_tune.data import _resized_digits
+
+    images, targets = _resized_digits(12)
+    before = images.clone()
+    for classes in ([0, 1], [7, 8, 9]):
+        dm = DigitsDataModule(image_size=12, classes=classes, channels=1)
+        dm.setup()
+        dm.train_set.tensors[0].mul_(0)  # a user changing their tensors in place
+    assert torch.equal(_resized_digits(12)[0], before)
+    assert images.shape == (1797, 1, 12, 12) and float(images.max()) <= 1.0
