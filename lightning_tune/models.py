@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_tune.timm_utils import classifier_names, create_model, layer_groups
+from lightning_tune.timm_utils import classifier_parameter_names, create_model, layer_groups
 
 __all__ = ["OPTIMIZERS", "TimmClassifier"]
 
@@ -111,8 +111,7 @@ class TimmClassifier(pl.LightningModule):
     @property
     def classifier_parameter_names(self) -> list[str]:
         """Names (in this module) of the classifier's parameters."""
-        prefixes = tuple(f"model.{name}." for name in classifier_names(self.model))
-        return [n for n, _ in self.named_parameters() if n.startswith(prefixes)]
+        return [f"model.{name}" for name in classifier_parameter_names(self.model)]
 
     def layer_groups(self, coarse: bool = False) -> list[tuple[str, list[str]]]:
         """The model's layer groups bottom to top, with parameter names in this module.

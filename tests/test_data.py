@@ -107,3 +107,4 @@ def test_the_per_process_cache_of_resized_digits_is_never_modified():
         dm.train_set.tensors[0].mul_(0)  # a user changing their tensors in place
     assert torch.equal(_resized_digits(12)[0], before)
     assert images.shape == (1797, 1, 12, 12) and float(images.max()) <= 1.0
+    assert targets.shape == (1797,) and set(targets.tolist()) == set(range(10))

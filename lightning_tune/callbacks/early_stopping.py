@@ -14,14 +14,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
+from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
-
-try:
-    from typing_extensions import override
-except ImportError:  # pragma: no cover - typing_extensions ships with Lightning
-    def override(fn):  # type: ignore[no-redef]
-        return fn
 
 __all__ = ["EarlyStopping", "EarlyStoppingReason"]
 

@@ -14,16 +14,11 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
+from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
 from lightning_tune.callbacks.lr_schedule import LRSchedule
 from lightning_tune.timm_utils import find_timm_model, finetuning_groups
-
-try:
-    from typing_extensions import override
-except ImportError:  # pragma: no cover - typing_extensions ships with Lightning
-    def override(func):  # type: ignore[no-redef]
-        return func
 
 __all__ = ["STRATEGIES", "LayerFreezing"]
 
@@ -232,16 +227,14 @@ class LayerFreezing(Callback):
         self._bn_param_names: set[str] = set()
         self._frozen_bn: list[nn.Module] = []
         self._thawed_bn: list[nn.Module] = []
+        # Lightning reads state_key around every hook call of every step: build it once.
+        self._state_key = self._generate_state_key(
+            strategy=self.strategy, coarse=self.coarse, keep_frozen=self.keep_frozen)
 
     @property
     @override
     def state_key(self) -> str:
-        # Lightning reads state_key around every hook call of every step: build it once.
-        key = self.__dict__.get("_state_key_cache")
-        if key is None:
-            key = self._state_key_cache = self._generate_state_key(
-                strategy=self.strategy, coarse=self.coarse, keep_frozen=self.keep_frozen)
-        return key
+        return self._state_key
 
     # ------------------------------------------------------------------------- public view
     @property
@@ -666,7 +659,8 @@ class LayerFreezing(Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
         for module in self._frozen_bn:  # a user's `train()` call must not wake them up
-            module.eval()
+            if module.training:  # an attribute read per step; eval() only when needed
+                module.eval()
         if self._verify_pending:
             tensors = self._frozen_tensors(pl_module)
             self._reference = ([n for n, _ in tensors], self._checksum(tensors))

@@ -21,14 +21,9 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 from torch import nn
 from torch.nn.utils import clip_grad_value_, clip_grads_with_norm_, get_total_norm
+from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
-
-try:
-    from typing_extensions import override
-except ImportError:  # pragma: no cover - typing_extensions ships with Lightning
-    def override(fn):  # type: ignore[no-redef]
-        return fn
 
 __all__ = ["CLIPPING_MODES", "GradientClipping"]
 

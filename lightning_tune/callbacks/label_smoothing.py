@@ -10,14 +10,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
-
-try:
-    from typing_extensions import override
-except ImportError:  # pragma: no cover - typing_extensions ships with Lightning
-    def override(fn):  # type: ignore[no-redef]
-        return fn
 
 __all__ = ["LabelSmoothing", "smooth_targets"]
 

@@ -225,6 +225,11 @@ class LRSchedule(pl.Callback):
         self._applied_step = -1  # the step (and epoch) whose LRs are in the groups now
         self._own_warmup_until = 0  # groups' own warmups ("warmup_steps") end before this step
         self._applied_epoch = -1
+        # Lightning reads state_key around every hook call of every step: build it once.
+        self._state_key = self._generate_state_key(
+            schedule=repr(self.schedule), warmup=self.warmup, interval=self.interval,
+            optimizers=self.optimizers,
+        )
 
     # ----------------------------------------------------------------------- pure API
     def lengths(
@@ -314,14 +319,7 @@ class LRSchedule(pl.Callback):
 
     @property
     def state_key(self) -> str:
-        # Lightning reads state_key around every hook call of every step: build it once.
-        key = self.__dict__.get("_state_key_cache")
-        if key is None:
-            key = self._state_key_cache = self._generate_state_key(
-                schedule=repr(self.schedule), warmup=self.warmup, interval=self.interval,
-                optimizers=self.optimizers,
-            )
-        return key
+        return self._state_key
 
     # ----------------------------------------------------------------------- Lightning hooks
     @override

@@ -75,15 +75,13 @@ class OptunaPruning(pl.Callback):
         self.values: list[float] = []
         self.status: Literal["running", "pruned", "failed"] = "running"
         self.reason: str | None = None
+        # Lightning reads state_key around every hook call of every step: build it once.
+        self._state_key = self._generate_state_key(monitor=self.monitor)
 
     @property
     @override
     def state_key(self) -> str:
-        # Lightning reads state_key around every hook call of every step: build it once.
-        key = self.__dict__.get("_state_key_cache")
-        if key is None:
-            key = self._state_key_cache = self._generate_state_key(monitor=self.monitor)
-        return key
+        return self._state_key
 
     @property
     def pruned(self) -> bool:
