@@ -55,6 +55,13 @@ def check_trainer(trainer: object, callback: object) -> None:
     ``lightning.pytorch.Trainer`` accepts our (``pytorch_lightning``) callbacks and calls their
     hooks, but the module, optimizers and loops it hands over are ``lightning`` objects; call
     this from a callback's ``setup`` so the mix fails at once with the fix.
+
+    Example:
+        >>> check_trainer(pl.Trainer(logger=False, enable_progress_bar=False), pl.Callback())
+        >>> check_trainer("not a trainer", pl.Callback())
+        Traceback (most recent call last):
+        ...
+        TypeError: Callback needs a pytorch_lightning.Trainer, got 'not a trainer'
     """
     if isinstance(trainer, pl.Trainer):
         return

@@ -23,7 +23,13 @@ _SUBCOMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every available subcommand."""
+    """The argument parser with every available subcommand.
+
+    Example:
+        >>> args = build_parser().parse_args(["demo", "--epochs", "2"])
+        >>> args.command, args.epochs
+        ('demo', 2)
+    """
     parser = argparse.ArgumentParser(
         prog="lightning-tune",
         description="Lightning callbacks, timm fine-tuning and Optuna sweeps with pruning.",
@@ -42,7 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``lightning-tune`` console script."""
+    """Entry point of the ``lightning-tune`` console script; returns the exit code.
+
+    Bad input is one line on stderr and exit code 2, never a traceback.
+
+    Example:
+        >>> main(["plot-schedule", "cosine", "--total-steps", "4", "--lr", "0.1", "--json"])
+        {"schedule": "cosine", "lr": [0.1, 0.08535533905932738, 0.05, 0.014644660940672627]}
+        0
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     expected: tuple[type[BaseException], ...] = (

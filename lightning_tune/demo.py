@@ -26,6 +26,11 @@ def run_demo(
 
     Uses the package's callbacks where they are available (warmup + cosine schedule, gradient
     clipping, early stopping, label smoothing).
+
+    Example (about 15 s on a laptop CPU, so not run as a doctest)::
+
+        metrics = run_demo(epochs=2, progress=False)
+        print(metrics["val_acc"], metrics["test_acc"])
     """
     import pytorch_lightning as pl
 

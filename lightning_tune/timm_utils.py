@@ -37,7 +37,15 @@ _PREFIXES = ("model.", "module.", "_orig_mod.")
 
 
 class WeightsFileNotFoundError(FileNotFoundError, ValueError):
-    """A ``pretrained`` path that does not exist (both a ``FileNotFoundError`` and a ``ValueError``)."""
+    """A ``pretrained`` path that does not exist (both a ``FileNotFoundError`` and a ``ValueError``).
+
+    Example:
+        >>> try:
+        ...     load_weights_file("no/such/weights.pth")
+        ... except ValueError as err:
+        ...     print(type(err).__name__, isinstance(err, FileNotFoundError))
+        WeightsFileNotFoundError True
+    """
 
 
 def _check_model_name(model_name: str) -> None:
@@ -71,6 +79,13 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Raises:
         WeightsFileNotFoundError: the file does not exist.
         ValueError: the file holds no tensors.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.pth")
+        >>> torch.save({"state_dict": {"model.fc.weight": torch.ones(2, 3)}}, path)
+        >>> {k: tuple(v.shape) for k, v in load_weights_file(path).items()}
+        {'fc.weight': (2, 3)}
     """
     path = Path(path)
     if not path.is_file():
@@ -100,7 +115,12 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def classifier_names(model: nn.Module) -> list[str]:
-    """Module names of the classifier(s) of a timm model, from its ``pretrained_cfg``."""
+    """Module names of the classifier(s) of a timm model, from its ``pretrained_cfg``.
+
+    Example:
+        >>> classifier_names(create_model("test_convnext", num_classes=2))
+        ['head.fc']
+    """
     cfg = getattr(model, "pretrained_cfg", None) or {}
     names = cfg.get("classifier")
     if names is None:

@@ -16,6 +16,11 @@ def run_tune(config: str | None = None, **overrides: Any) -> dict[str, Any]:
     None values are ignored. ``n_trials`` is the number of finished (COMPLETE + PRUNED) trials
     the study should have in the end (``Tuner.run(..., total=True)``): running the same sweep
     again after a crash continues it, after a finished sweep it adds nothing.
+
+    Example (trains, so not run as a doctest; the same as ``lightning-tune tune --n-trials 4``)::
+
+        summary = run_tune(None, n_trials=4, output_dir="runs")
+        print(summary["best_params"], summary["best_value"])
     """
     from lightning_tune.tuner.config import (
         bundled_config,

@@ -21,11 +21,21 @@ _ON_NONFINITE = ("prune", "fail")
 
 
 class MetricNotFoundError(ValueError):
-    """The monitored metric was not logged; the message lists the metrics that were."""
+    """The monitored metric was not logged; the message lists the metrics that were.
+
+    Example:
+        >>> issubclass(MetricNotFoundError, ValueError)  # a configuration error
+        True
+    """
 
 
 class NonFiniteMetricError(RuntimeError):
-    """The monitored metric became NaN or infinite and the trial is failed (``on_nonfinite="fail"``)."""
+    """The monitored metric became NaN or infinite and the trial is failed (``on_nonfinite="fail"``).
+
+    Example:
+        >>> issubclass(NonFiniteMetricError, RuntimeError)
+        True
+    """
 
 
 class OptunaPruning(pl.Callback):

@@ -28,7 +28,15 @@ def _fmt(value: Any) -> str:
 
 
 def trial_params(trial: FrozenTrial) -> dict[str, Any]:
-    """The trial's hyperparameters, fixed values included when the tuner recorded them."""
+    """The trial's hyperparameters, fixed values included when the tuner recorded them.
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> study.enqueue_trial({"lr": 0.1})
+        >>> study.optimize(lambda t: t.suggest_float("lr", 1e-3, 1.0), n_trials=1)
+        >>> trial_params(study.trials[0])
+        {'lr': 0.1}
+    """
     params = trial.user_attrs.get("params")
     return dict(params) if isinstance(params, dict) else dict(trial.params)
 
@@ -128,6 +136,17 @@ def plot_learning_curves(study: optuna.Study, *, monitor: str = "value") -> Any:
     """Intermediate values of every trial: completed solid, pruned dashed (x at the stop), failed red.
 
     Returns the matplotlib ``Axes``.
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> def objective(trial):
+        ...     x = trial.suggest_float("x", 0, 1)
+        ...     for step in range(3):
+        ...         trial.report(x / (step + 1), step)
+        ...     return x
+        >>> study.optimize(objective, n_trials=2)
+        >>> len(plot_learning_curves(study, monitor="val_loss").get_lines())
+        2
     """
     import matplotlib.pyplot as plt
 

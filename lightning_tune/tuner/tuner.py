@@ -140,6 +140,14 @@ class TuneResult:
         monitor: the optimized metric.
         test_metrics: metrics of the best configuration on the test split, if evaluated.
         report_files: files written by the report (CSV, summary, plots).
+
+    Example:
+        >>> import pathlib
+        >>> study = optuna.create_study()
+        >>> study.optimize(lambda t: t.suggest_float("lr", 0, 1), n_trials=3)
+        >>> result = TuneResult(study=study, study_dir=pathlib.Path("."), monitor="val_loss")
+        >>> result.best_value == min(t.value for t in study.trials), len(result.trials)
+        (True, 3)
     """
 
     study: optuna.Study

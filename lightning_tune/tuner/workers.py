@@ -65,11 +65,21 @@ _ENV_THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class TooManyFailuresError(RuntimeError):
-    """A worker stopped because its last ``max_consecutive_failures`` trials all failed."""
+    """A worker stopped because its last ``max_consecutive_failures`` trials all failed.
+
+    Example:
+        >>> issubclass(TooManyFailuresError, RuntimeError)
+        True
+    """
 
 
 class SurplusTrialError(RuntimeError):
-    """A trial asked for when the study already had ``n_trials`` finished or running ones."""
+    """A trial asked for when the study already had ``n_trials`` finished or running ones.
+
+    Example:
+        >>> issubclass(SurplusTrialError, RuntimeError)
+        True
+    """
 
 
 def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
@@ -93,7 +103,14 @@ def worker_threads(n_workers: int, cpus: int | None = None) -> int:
 
 
 def finished_trials(study: optuna.Study) -> int:
-    """How many trials of ``study`` are COMPLETE or PRUNED."""
+    """How many trials of ``study`` are COMPLETE or PRUNED.
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+        >>> finished_trials(study)
+        3
+    """
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
@@ -347,6 +364,12 @@ def run_workers(
     Raises:
         ValueError: bad counts, or a storage the workers cannot share (in-memory).
         TypeError: a storage object instead of a URL or path (each worker opens its own).
+
+    Example (starts processes and trains, so not run as a doctest; see the README)::
+
+        if __name__ == "__main__":  # workers are spawned
+            study = run_workers("sweep.yaml", n_trials=12, n_workers=2)
+            print(study.best_params)
     """
     _positive_int("n_trials", n_trials)
     _positive_int("n_workers", n_workers)
