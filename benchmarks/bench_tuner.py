@@ -90,10 +90,10 @@ def classifier_class(base: type) -> type:
             return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
         def train_dataloader(self) -> DataLoader:
-            return DataLoader(self.data.train_set, batch_size=self.batch_size, shuffle=True)
+            return self.data.dataloader("train", batch_size=self.batch_size)
 
         def val_dataloader(self) -> DataLoader:
-            return DataLoader(self.data.val_set, batch_size=256)
+            return self.data.dataloader("val", batch_size=256)
 
     return Classifier
 

@@ -108,3 +108,32 @@ def test_the_per_process_cache_of_resized_digits_is_never_modified():
     assert torch.equal(_resized_digits(12)[0], before)
     assert images.shape == (1797, 1, 12, 12) and float(images.max()) <= 1.0
     assert targets.shape == (1797,) and set(targets.tolist()) == set(range(10))
+
+
+def test_loaders_yield_the_same_batches_as_a_plain_dataloader():
+    from torch.utils.data import DataLoader
+
+    dm = DigitsDataModule(image_size=8, batch_size=50)
+    dm.setup()
+    for split, dataset, shuffle in (("train", dm.train_set, True), ("val", dm.val_set, False)):
+        torch.manual_seed(7)
+        ours = list(dm.dataloader(split))
+        torch.manual_seed(7)
+        plain = list(DataLoader(dataset, batch_size=50, shuffle=shuffle))
+        assert len(ours) == len(plain) == len(dm.dataloader(split))
+        for (x, y), (px, py) in zip(ours, plain):
+            assert torch.equal(x, px) and torch.equal(y, py)
+    # a new epoch is a new order, and every image is seen exactly once
+    first, second = (torch.cat([y for _, y in dm.train_dataloader()]) for _ in range(2))
+    assert not torch.equal(first, second)
+    assert torch.equal(first.sort().values, dm.train_set.tensors[1].sort().values)
+    x, _ = next(iter(dm.dataloader("test", batch_size=3)))
+    assert x.shape[0] == 3
+
+
+def test_dataloader_rejects_unknown_split_and_bad_batch_size():
+    dm = DigitsDataModule(image_size=8)
+    with pytest.raises(ValueError, match=r"`split` must be one of .*split='validation'"):
+        dm.dataloader("validation")
+    with pytest.raises(ValueError, match=r"`batch_size` must be a positive int.*batch_size=0"):
+        dm.dataloader("train", batch_size=0)

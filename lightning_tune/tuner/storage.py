@@ -3,7 +3,8 @@
 Every storage here is one of Optuna's own (``RDBStorage``, ``JournalStorage``,
 ``InMemoryStorage``); this module only picks the settings that make them work well:
 
-* ``None``: the SQLite file ``study_dir/study.db`` in WAL mode with a long busy timeout, so the
+* ``None``: the SQLite file ``study_dir/study.db`` in WAL mode (``synchronous=NORMAL``: no fsync
+  per commit, still safe when a worker is killed) with a long busy timeout, so the
   same file serves one process or several worker processes on one machine.
 * ``"memory"`` / ``":memory:"``: Optuna's in-memory storage (one process, gone when it ends).
 * ``"journal:<path>"`` or a path ending ``.log`` / ``.jsonl``: a journal file
@@ -37,6 +38,10 @@ import sqlite3
 from typing import Any
 
 import optuna
+import sqlalchemy
+import sqlalchemy.engine
+import sqlalchemy.event
+import sqlalchemy.exc
 from optuna.storages import InMemoryStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -181,6 +186,34 @@ def _check_heartbeat(
         )
 
 
+class _SQLiteConnection(sqlite3.Connection):
+    """The sqlite3 connection of our SQLite storages: ``synchronous=NORMAL``.
+
+    No fsync on every commit: in WAL mode still safe against a crashed or killed worker
+    (committed trials stay); only an operating-system crash or power loss can lose the last
+    commits, never corrupt the file. Each write of a trial is about 20 % cheaper.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.execute("PRAGMA synchronous=NORMAL")
+
+
+def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
+    """Start every transaction with ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe for pysqlite).
+
+    Python's sqlite3 otherwise runs a transaction's reads outside the transaction and only
+    begins it at the first write, so two workers could both read an enqueued (WAITING) trial
+    as free and both run it (the second ``tell`` then fails with "Cannot tell a COMPLETE
+    trial"); crash recovery retries trials by enqueuing them. Registered on a storage's engine
+    after Optuna has set the storage up (its set-up nests two connections, which serialised
+    transactions would deadlock).
+    """
+    dbapi_connection = connection.connection.dbapi_connection
+    dbapi_connection.isolation_level = None  # type: ignore[union-attr]  # no implicit BEGIN
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _sqlite_file(path: pathlib.Path) -> str:
     """Create ``path``'s directory, switch the database to WAL, return its SQLAlchemy URL."""
     path = path.expanduser().resolve()
@@ -201,7 +234,10 @@ def _rdb(
 ) -> RDBStorage:
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
+        engine_kwargs["connect_args"] = {
+            "timeout": SQLITE_TIMEOUT_S,
+            "factory": _SQLiteConnection,
+        }
     else:
         # Long sweeps outlive idle database connections (server restarts, NAT timeouts).
         engine_kwargs["pool_pre_ping"] = True
@@ -212,10 +248,8 @@ def _rdb(
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
         kwargs[key] = callback
     try:
-        import sqlalchemy.exc
-
         with _quiet_experimental():
-            return RDBStorage(url, **kwargs)
+            storage = RDBStorage(url, **kwargs)
     except sqlalchemy.exc.SQLAlchemyError as err:
         message = str(err).split("\n(Background on this error", 1)[0]
         password = _password(url)
@@ -224,6 +258,9 @@ def _rdb(
         raise ConnectionError(
             f"cannot open the Optuna storage {mask_url(url)}: {message}"
         ) from None
+    if url.startswith("sqlite"):
+        sqlalchemy.event.listen(storage.engine, "begin", _begin_immediate)
+    return storage
 
 
 class _quiet_experimental:
