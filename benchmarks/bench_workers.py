@@ -6,14 +6,17 @@ Prints one JSON line. Three parts:
   intermediate values), for in-memory, SQLite (WAL, as ``resolve_storage`` sets it up), the
   journal file and PostgreSQL (when ``LIGHTNING_TUNE_TEST_POSTGRES_URL`` is set, e.g. after
   ``source .ci/postgres.sh; pg_start``), in one process and in 2 concurrent processes.
-* ``throughput``: the same enqueued trials (tiny timm model on the digits, no pruning) run by 1
-  worker (all CPU threads) and by 2 workers (half the threads each): finished trials per
-  minute, with and without the workers' start-up (importing torch/Lightning/timm).
-* ``hyperband``: a 1-worker sweep without pruning vs a 2-worker Hyperband sweep (same sampler
-  and trial budget): when does the Hyperband sweep first reach the no-pruning sweep's best
-  validation loss, as a fraction of the no-pruning sweep's wall time.
+* ``throughput``: the same 30 enqueued trials (tiny timm model on the digits, no pruning) run
+  by 1 worker (all CPU threads) and by 2 workers (half the threads each): finished trials per
+  minute in steady state (both workers busy), over the trials' span, and including the
+  workers' start-up (importing torch/Lightning/timm).
+* ``hyperband``: per sampler seed, a 1-worker sweep without pruning vs a 2-worker Hyperband
+  sweep on the same enqueued ``RandomSampler(seed)`` trials: when does the Hyperband sweep
+  first reach the no-pruning sweep's best validation loss, as a fraction of the no-pruning
+  sweep's wall time.
 
-Run: ``python benchmarks/bench_workers.py [--quick]``.
+Run: ``python benchmarks/bench_workers.py [--quick] [--parts throughput,hyperband]
+[--repeats 3] [--trials 30] [--seeds 0 1 2]``.
 """
 
 from __future__ import annotations
