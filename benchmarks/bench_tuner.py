@@ -5,6 +5,9 @@ decay / batch size / label smoothing, ``--n-trials`` trials of at most ``--max-e
 
 * ``none``: ``lightning_tune.Tuner`` without pruning;
 * ``median`` / ``hyperband``: ``Tuner`` with Optuna's ``MedianPruner`` / ``HyperbandPruner``;
+* ``bare``: no tuner and no Optuna at all: the ``none`` arm's trials (same parameters, same
+  seeds) as a plain loop of ``Trainer.fit`` calls, the floor any Lightning-based tuner pays;
+  ``none`` minus ``bare`` is lightning_tune's own cost per trial;
 * ``oi-median`` / ``oi-hyperband``: the same pruners through optuna-integration's
   ``PyTorchLightningPruningCallback`` and a hand-written objective (that callback needs the
   unified ``lightning`` package, so this arm trains with ``lightning.pytorch``).
@@ -45,7 +48,7 @@ from torch.utils.data import DataLoader
 from lightning_tune.data import DigitsDataModule
 from lightning_tune.tuner import Float, PowerOfTwo, Tuner
 
-ARMS = ("none", "median", "hyperband", "oi-median", "oi-hyperband")
+ARMS = ("none", "bare", "median", "hyperband", "oi-median", "oi-hyperband")
 SPACE = {
     "lr": Float(1e-4, 1e-1, log=True),
     "weight_decay": Float(1e-5, 1e-1, log=True),
@@ -176,6 +179,45 @@ def run_optuna_integration(arm: str, seed: int, data: DigitsDataModule, n_trials
     return study, timer.per_fit
 
 
+def run_bare(seed: int, data: DigitsDataModule, none_study: optuna.Study, max_epochs: int,
+             workdir: str) -> dict[str, Any]:
+    """The ``none`` arm's trials as plain ``Trainer.fit`` calls, timed like the other arms."""
+    classifier, timer = classifier_class(pl.LightningModule), step_timer_class(pl.Callback)
+    timer.total, timer.per_fit = 0.0, []
+    durations, values = [], []
+    start = time.perf_counter()
+    for trial in none_study.trials:
+        t0 = time.perf_counter()
+        pl.seed_everything(seed + trial.number, workers=True, verbose=False)
+        model = classifier(data, **trial.user_attrs["params"])
+        trainer = pl.Trainer(
+            max_epochs=max_epochs, enable_checkpointing=False,
+            logger=pl.loggers.CSVLogger(workdir, name=f"bare-{seed}",
+                                        version=f"trial_{trial.number}"),
+            callbacks=[timer()], **trainer_kwargs(),
+        )
+        trainer.fit(model)
+        values.append(float(trainer.callback_metrics["val_loss"]))
+        durations.append(time.perf_counter() - t0)
+    wall = time.perf_counter() - start
+    trial_time, in_steps = sum(durations), sum(timer.per_fit)
+    n = len(durations)
+    return {
+        "arm": "bare", "seed": seed, "n_trials": n,
+        "best_val_loss": min(values),
+        "same_values_as_none": values == [t.value for t in none_study.trials],
+        "epochs": n * max_epochs, "epochs_no_pruning": n * max_epochs, "pruned": 0,
+        "pruned_trials": [], "wall_s": round(wall, 3), "trial_s": round(trial_time, 3),
+        "in_step_s": round(in_steps, 3),
+        "outside_step_s_per_trial": round((trial_time - in_steps) / n, 4),
+        "outside_step_fraction": round((trial_time - in_steps) / trial_time, 4),
+        "median_outside_step_s_per_trial": round(statistics.median(
+            d - s for d, s in zip(durations, timer.per_fit)), 4),
+        "median_outside_step_fraction": round(statistics.median(
+            (d - s) / d for d, s in zip(durations, timer.per_fit)), 4),
+    }
+
+
 def summarize_run(arm: str, seed: int, study: optuna.Study, per_fit: list[float], wall: float,
                   max_epochs: int) -> dict[str, Any]:
     trials = study.trials
@@ -249,13 +291,27 @@ def main() -> None:
         if any(a.startswith("oi-") for a in args.arms):
             run_optuna_integration("oi-none", 99, data, 1, 1, workdir)
         for seed in args.seeds:
+            none_study = None
             for arm in args.arms:
+                if arm == "bare":
+                    if none_study is None:
+                        parser.error("--arms: 'bare' replays the 'none' arm: list 'none' first")
+                    run = run_bare(seed, data, none_study, args.max_epochs, workdir)
+                    runs.append(run)
+                    line = json.dumps({"run": run})
+                    print(line, flush=True)
+                    if out:
+                        out.write(line + "\n")
+                        out.flush()
+                    continue
                 runner = run_optuna_integration if arm.startswith("oi-") else run_ours
                 start = time.perf_counter()
                 study, per_fit = runner(arm, seed, data, args.n_trials, args.max_epochs, workdir,
                                          args.keep_checkpoints)
                 wall = time.perf_counter() - start
                 run = summarize_run(arm, seed, study, per_fit, wall, args.max_epochs)
+                if arm == "none":
+                    none_study = study
                 runs.append(run)
                 line = json.dumps({"run": run})
                 print(line, flush=True)
@@ -291,6 +347,15 @@ def main() -> None:
             "best_of_none_pruned": sum(best_none.get(r["seed"]) in r["pruned_trials"]
                                        for r in rs),
         }
+    by = {(r["arm"], r["seed"]): r for r in runs}
+    own = [(by["none", s]["trial_s"] - by["bare", s]["trial_s"]) / by["none", s]["n_trials"]
+           for s in args.seeds if ("none", s) in by and ("bare", s) in by]
+    if own:
+        # lightning_tune's own cost: the same trials with the Tuner minus without it
+        summary["tuner_own_s_per_trial"] = mean_std(own)
+        summary["tuner_own_fraction_of_trial"] = mean_std(
+            [(by["none", s]["trial_s"] - by["bare", s]["trial_s"]) / by["none", s]["trial_s"]
+             for s in args.seeds if ("none", s) in by and ("bare", s) in by])
     line = json.dumps({"summary": summary})
     print(line)
     if out:
@@ -315,7 +380,7 @@ def plot(summary: dict[str, Any], path: str) -> None:
     ):
         means = [summary["arms"][a][key]["mean"] for a in arms]
         stds = [summary["arms"][a][key]["std"] for a in arms]
-        colors = ["0.6" if a == "none" else "tab:blue" if not a.startswith("oi-") else "tab:orange"
+        colors = ["0.6" if a == "none" else "0.8" if a == "bare" else "tab:blue" if not a.startswith("oi-") else "tab:orange"
                   for a in arms]
         ax.bar(arms, means, yerr=stds, color=colors, capsize=4)
         ax.set_title(title)
