@@ -297,21 +297,15 @@ def main() -> None:
                     if none_study is None:
                         parser.error("--arms: 'bare' replays the 'none' arm: list 'none' first")
                     run = run_bare(seed, data, none_study, args.max_epochs, workdir)
-                    runs.append(run)
-                    line = json.dumps({"run": run})
-                    print(line, flush=True)
-                    if out:
-                        out.write(line + "\n")
-                        out.flush()
-                    continue
-                runner = run_optuna_integration if arm.startswith("oi-") else run_ours
-                start = time.perf_counter()
-                study, per_fit = runner(arm, seed, data, args.n_trials, args.max_epochs, workdir,
-                                         args.keep_checkpoints)
-                wall = time.perf_counter() - start
-                run = summarize_run(arm, seed, study, per_fit, wall, args.max_epochs)
-                if arm == "none":
-                    none_study = study
+                else:
+                    runner = run_optuna_integration if arm.startswith("oi-") else run_ours
+                    start = time.perf_counter()
+                    study, per_fit = runner(arm, seed, data, args.n_trials, args.max_epochs,
+                                            workdir, args.keep_checkpoints)
+                    wall = time.perf_counter() - start
+                    run = summarize_run(arm, seed, study, per_fit, wall, args.max_epochs)
+                    if arm == "none":
+                        none_study = study
                 runs.append(run)
                 line = json.dumps({"run": run})
                 print(line, flush=True)
