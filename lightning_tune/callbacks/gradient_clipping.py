@@ -29,6 +29,10 @@ __all__ = ["CLIPPING_MODES", "GradientClipping"]
 
 ClippingMode = Literal["norm", "value", "adaptive", "auto"]
 
+#: Up to this many gradient tensors, norms and scaling run tensor by tensor (cheaper than the
+#: grouping of the ``foreach`` helpers); above it, torch's ``foreach`` helpers.
+_FEW_TENSORS = 16
+
 #: The clipping modes and the argument that holds each mode's threshold.
 CLIPPING_MODES: dict[str, str] = {
     "norm": "max_norm",
@@ -254,7 +258,7 @@ class GradientClipping(pl.Callback):
         if not params:
             return
         grads = [p.grad for p in params]
-        norm = get_total_norm(grads, self.norm_type, foreach=True)
+        norm = self._total_norm(grads)
         self.last_norm = norm
         check = self.skip_non_finite or self.mode == "auto"
         value = float(norm) if check else None  # the one host sync, only when needed
@@ -268,15 +272,17 @@ class GradientClipping(pl.Callback):
         after: torch.Tensor | float | None = None
         if self.mode == "norm":
             # (the same coefficient as torch's clip_grad_norm_; skipped when it would be 1)
-            if value is None or value + 1e-6 > self.max_norm:
+            if value is None:
                 clip_grads_with_norm_(params, self.max_norm, norm, foreach=True)
+            elif value + 1e-6 > self.max_norm:
+                self._scale(params, grads, self.max_norm, norm)
         elif self.mode == "auto":
             history = self._history.setdefault(index, deque(maxlen=self.history_size))
             history.append(value)  # type: ignore[arg-type]
             threshold = float(torch.quantile(
                 torch.tensor(list(history), dtype=torch.float64), self.percentile / 100.0))
             if value + 1e-6 > threshold:  # type: ignore[operator]
-                clip_grads_with_norm_(params, threshold, norm, foreach=True)
+                self._scale(params, grads, threshold, norm)
             after = min(threshold, value)  # type: ignore[type-var]
         elif self.mode == "value":
             clip_grad_value_(params, self.clip_value, foreach=True)
@@ -290,6 +296,30 @@ class GradientClipping(pl.Callback):
             suffix = f"_{index}" if len(trainer.optimizers) > 1 else ""
             pl_module.log(f"grad_norm/before{suffix}", norm, on_step=True, on_epoch=False)
             pl_module.log(f"grad_norm/after{suffix}", after, on_step=True, on_epoch=False)
+
+    def _total_norm(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """The total ``norm_type``-norm of ``grads``: the norm of the per-tensor norms.
+
+        ``get_total_norm(foreach=True)`` computes exactly that, after grouping the tensors by
+        device and dtype; for a handful of tensors (a small model, where the grouping costs more
+        than the arithmetic) the per-tensor norms are taken directly: ~2x cheaper, same value.
+        """
+        if len(grads) > _FEW_TENSORS:
+            return get_total_norm(grads, self.norm_type, foreach=True)
+        norms = [torch.linalg.vector_norm(g.detach(), self.norm_type) for g in grads]
+        return torch.linalg.vector_norm(torch.stack(norms), self.norm_type)
+
+    @staticmethod
+    def _scale(
+        params: list[nn.Parameter], grads: list[torch.Tensor], max_norm: float, norm: torch.Tensor
+    ) -> None:
+        """Scale the gradients by ``max_norm / (norm + 1e-6)``, as ``clip_grads_with_norm_``."""
+        if len(grads) > _FEW_TENSORS:
+            clip_grads_with_norm_(params, max_norm, norm, foreach=True)
+            return
+        coefficient = max_norm / (norm + 1e-6)  # a 0-dim tensor, as torch computes it
+        for grad in grads:
+            grad.detach().mul_(coefficient)
 
     def _adaptive(self, params: list[nn.Parameter]) -> None:
         for p in params:

@@ -80,10 +80,22 @@ def clipped_copy(grads: dict[str, torch.Tensor], fn, *args, **kwargs) -> dict[st
     return {n: p.grad for n, p in params.items()}
 
 
+class DeepNet(Net):
+    """Net with 10 more layers: more gradient tensors than the per-tensor path takes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(6, 5), *(nn.Linear(5, 5) for _ in range(10)))
+
+
 @pytest.mark.parametrize("norm_type", [1.0, 2.0, math.inf])
-def test_norm_mode_matches_torch(trainer_kwargs, norm_type):
+@pytest.mark.parametrize(("make", "tensors"), [(Net, 4), (DeepNet, 24)])
+def test_norm_mode_matches_torch(trainer_kwargs, norm_type, make, tensors):
+    # 4 tensors: norms and scaling tensor by tensor; 24: torch's foreach helpers
+    module = make()
+    assert len(list(module.parameters())) == tensors
     clip = GradientClipping(max_norm=0.5, norm_type=norm_type)
-    _, _, before, after = run(trainer_kwargs, clip)
+    _, _, before, after = run(trainer_kwargs, clip, module=module)
     for raw, got in zip(before.grads, after.grads):
         total = torch.nn.utils.get_total_norm(list(raw.values()), norm_type)
         assert total > 0.5  # the test really clips
