@@ -134,12 +134,10 @@ SPACE = {
 
 def _random_params(n_trials: int, seed: int) -> list[dict]:
     """The first ``n_trials`` parameter sets a ``RandomSampler(seed)`` proposes for SPACE."""
-    sampler = optuna.samplers.RandomSampler(seed=seed)
-    space = {
-        "lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
-        "weight_decay": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True),
-    }
-    probe = optuna.create_study(sampler=sampler)
+    from lightning_tune.tuner.space import SearchSpace
+
+    space = SearchSpace.coerce(SPACE).distributions()
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     params = []
     for _ in range(n_trials):
         trial = probe.ask(space)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -47,6 +48,11 @@ def _resized_digits(image_size: int) -> tuple[torch.Tensor, np.ndarray]:
     if image_size != 8:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
     return x, digits.target.copy()
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int, but got {batch_size=!r}")
 
 
 class DigitsDataModule(pl.LightningDataModule):
@@ -95,8 +101,7 @@ class DigitsDataModule(pl.LightningDataModule):
             raise TypeError(f"`image_size` must be an int, but got {image_size!r}")
         if image_size < 8:
             raise ValueError(f"`image_size` must be >= 8 (the digits are 8x8), but got {image_size=}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive int, but got {batch_size=!r}")
+        _check_batch_size(batch_size)
         if channels not in (1, 3):
             raise ValueError(f"`channels` must be 1 or 3, but got {channels=!r}")
         if num_workers < 0:
@@ -232,8 +237,7 @@ class DigitsDataModule(pl.LightningDataModule):
             raise ValueError(f"`split` must be one of {list(sets)}, but got split={split!r}")
         if batch_size is None:
             batch_size = self.batch_size
-        elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive int, but got {batch_size=!r}")
+        _check_batch_size(batch_size)
         self.setup()
         dataset = getattr(self, sets[split])
         order = RandomSampler(dataset) if split == "train" else SequentialSampler(dataset)

@@ -35,15 +35,14 @@ from __future__ import annotations
 import pathlib
 import re
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-import sqlalchemy
-import sqlalchemy.engine
-import sqlalchemy.event
-import sqlalchemy.exc
 from optuna.storages import InMemoryStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+if TYPE_CHECKING:
+    import sqlalchemy.engine
 
 __all__ = [
     "ACCEPTED_STORAGES",
@@ -247,6 +246,9 @@ def _rdb(
             key, callback = _retry_callback(max_retry)
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
         kwargs[key] = callback
+    import sqlalchemy.event  # imported here: only RDB storages need it (~0.2 s)
+    import sqlalchemy.exc
+
     try:
         with _quiet_experimental():
             storage = RDBStorage(url, **kwargs)
