@@ -8,7 +8,10 @@ Three variants of the same tiny-MLP fit, interleaved over repeats in one process
 * ``lightning``: Lightning's ``EarlyStopping`` + ``Trainer(gradient_clip_val=1.0)`` and
   ``nn.CrossEntropyLoss(label_smoothing=0.1)`` (smoothing in train *and* val, Lightning has no
   callback for it);
-* ``ours``: ``EarlyStopping`` + ``GradientClipping(max_norm=1.0)`` + ``LabelSmoothing(0.1)``.
+* ``ours``: ``EarlyStopping`` + ``GradientClipping(max_norm=1.0)`` + ``LabelSmoothing(0.1)``;
+* ``empty3`` (with ``--floor``): ``bare_ls`` plus three empty ``pl.Callback()`` objects: the
+  cost of Lightning dispatching every hook of three callbacks that do nothing, the floor of any
+  three-callback implementation.
 
 The step time is the wall-clock time (one torch thread) between consecutive
 ``on_train_batch_start`` calls inside an epoch (forward, backward, clipping, optimizer step and
@@ -20,7 +23,8 @@ repeats; ratios are taken within a repeat, then their median. The once-per-valid
 ``--model mlp`` (default) is the worst case for per-step overhead (a ~1 ms step);
 ``--model timm`` trains ``TimmClassifier("test_resnet")`` on the digits at 16 px.
 
-Run: ``python benchmarks/bench_callbacks.py [--model mlp|timm] [--repeats 15] [--steps 150]``
+Run: ``python benchmarks/bench_callbacks.py [--model mlp|timm] [--repeats 15] [--steps 150]
+[--floor]``
 """
 
 from __future__ import annotations
@@ -119,6 +123,8 @@ def fit_once(variant: str, steps: int, epochs: int, model: str = "mlp") -> tuple
         module, callbacks = make(), []
     elif variant == "bare_ls":
         module, callbacks = make(label_smoothing=0.1), []
+    elif variant == "empty3":
+        module, callbacks = make(label_smoothing=0.1), [pl.Callback() for _ in range(3)]
     elif variant == "lightning":
         module = make(label_smoothing=0.1)
         callbacks = [LightningEarlyStopping("val_loss", patience=100)]
@@ -187,9 +193,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", choices=["mlp", "timm"], default="mlp")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run 'empty3': bare_ls + three empty callbacks")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    variants = ["bare", "bare_ls", "lightning", "ours"]
+    variants = ["bare", "bare_ls", "lightning", "ours"] + (["empty3"] if args.floor else [])
     for variant in variants:  # warm-up: imports, allocator, first-call costs
         fit_once(variant, 10, 1, args.model)
     step: dict[str, list[float]] = {v: [] for v in variants}
@@ -210,7 +218,10 @@ def main() -> None:
                                ("lightning_vs_bare", "lightning", "bare"),
                                ("ours_vs_bare_ls", "ours", "bare_ls"),
                                ("lightning_vs_bare_ls", "lightning", "bare_ls"),
-                               ("ours_vs_lightning", "ours", "lightning"))
+                               ("ours_vs_lightning", "ours", "lightning"),
+                               *((("empty3_vs_bare", "empty3", "bare"),
+                                  ("empty3_vs_bare_ls", "empty3", "bare_ls"))
+                                 if args.floor else ()))
     }
     print(json.dumps({
         "benchmark": "callbacks_per_step_overhead",
