@@ -12,8 +12,9 @@ Prints one JSON line. Three parts:
   workers' start-up (importing torch/Lightning/timm).
 * ``hyperband``: per sampler seed, a 1-worker sweep without pruning vs a 2-worker Hyperband
   sweep on the same enqueued ``RandomSampler(seed)`` trials: when does the Hyperband sweep
-  first reach the no-pruning sweep's best validation loss, as a fraction of the no-pruning
-  sweep's wall time.
+  first reach the no-pruning sweep's best validation loss, and when has it trained that
+  sweep's best configuration to the end (1 and 2 torch threads round differently), as
+  fractions of the no-pruning sweep's wall time.
 
 Run: ``python benchmarks/bench_workers.py [--quick] [--parts throughput,hyperband]
 [--repeats 3] [--trials 30] [--seeds 0 1 2]``.

@@ -271,10 +271,8 @@ class GradientClipping(pl.Callback):
         index = self._optimizer_index(trainer, optimizer)
         after: torch.Tensor | float | None = None
         if self.mode == "norm":
-            # (the same coefficient as torch's clip_grad_norm_; skipped when it would be 1)
-            if value is None:
-                clip_grads_with_norm_(params, self.max_norm, norm, foreach=True)
-            elif value + 1e-6 > self.max_norm:
+            # (the same coefficient as torch's clip_grad_norm_; skipped when it is known to be 1)
+            if value is None or value + 1e-6 > self.max_norm:
                 self._scale(params, grads, self.max_norm, norm)
         elif self.mode == "auto":
             history = self._history.setdefault(index, deque(maxlen=self.history_size))
@@ -313,11 +311,12 @@ class GradientClipping(pl.Callback):
     def _scale(
         params: list[nn.Parameter], grads: list[torch.Tensor], max_norm: float, norm: torch.Tensor
     ) -> None:
-        """Scale the gradients by ``max_norm / (norm + 1e-6)``, as ``clip_grads_with_norm_``."""
+        """Scale the gradients by ``min(1, max_norm / (norm + 1e-6))``, as ``clip_grads_with_norm_``."""
         if len(grads) > _FEW_TENSORS:
             clip_grads_with_norm_(params, max_norm, norm, foreach=True)
             return
-        coefficient = max_norm / (norm + 1e-6)  # a 0-dim tensor, as torch computes it
+        # a 0-dim tensor, as torch computes it (no host sync when the norm was not read)
+        coefficient = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
         for grad in grads:
             grad.detach().mul_(coefficient)
 

@@ -90,11 +90,12 @@ class DeepNet(Net):
 
 @pytest.mark.parametrize("norm_type", [1.0, 2.0, math.inf])
 @pytest.mark.parametrize(("make", "tensors"), [(Net, 4), (DeepNet, 24)])
-def test_norm_mode_matches_torch(trainer_kwargs, norm_type, make, tensors):
+@pytest.mark.parametrize("skip_non_finite", [True, False])  # False: the norm is never read
+def test_norm_mode_matches_torch(trainer_kwargs, norm_type, make, tensors, skip_non_finite):
     # 4 tensors: norms and scaling tensor by tensor; 24: torch's foreach helpers
     module = make()
     assert len(list(module.parameters())) == tensors
-    clip = GradientClipping(max_norm=0.5, norm_type=norm_type)
+    clip = GradientClipping(max_norm=0.5, norm_type=norm_type, skip_non_finite=skip_non_finite)
     _, _, before, after = run(trainer_kwargs, clip, module=module)
     for raw, got in zip(before.grads, after.grads):
         total = torch.nn.utils.get_total_norm(list(raw.values()), norm_type)
@@ -102,6 +103,15 @@ def test_norm_mode_matches_torch(trainer_kwargs, norm_type, make, tensors):
         expected = clipped_copy(raw, torch.nn.utils.clip_grad_norm_, 0.5, norm_type)
         for name in raw:
             torch.testing.assert_close(got[name], expected[name])
+
+
+@pytest.mark.parametrize(("make", "skip_non_finite"), [(Net, True), (Net, False), (DeepNet, False)])
+def test_norm_mode_leaves_gradients_below_max_norm_untouched(trainer_kwargs, make, skip_non_finite):
+    clip = GradientClipping(max_norm=1e6, skip_non_finite=skip_non_finite)
+    _, _, before, after = run(trainer_kwargs, clip, module=make())
+    for raw, got in zip(before.grads, after.grads):
+        for name in raw:
+            torch.testing.assert_close(got[name], raw[name], rtol=0, atol=0)
 
 
 def test_value_mode_matches_torch(trainer_kwargs):
