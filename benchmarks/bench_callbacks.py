@@ -100,10 +100,14 @@ def digits_loaders(steps: int) -> tuple[DataLoader, DataLoader]:
     dm.setup("fit")
     images, labels = zip(*[batch for batch in dm.train_dataloader()])
     x, y = torch.cat(images), torch.cat(labels)
-    x, y = x.repeat(steps * 32 // len(x) + 1, 1, 1, 1)[: steps * 32], y.repeat(
-        steps * 32 // len(y) + 1)[: steps * 32]
-    return (DataLoader(TensorDataset(x, y), batch_size=32),
-            DataLoader(TensorDataset(x[:64], y[:64]), batch_size=32))
+    x, y = (
+        x.repeat(steps * 32 // len(x) + 1, 1, 1, 1)[: steps * 32],
+        y.repeat(steps * 32 // len(y) + 1)[: steps * 32],
+    )
+    return (
+        DataLoader(TensorDataset(x, y), batch_size=32),
+        DataLoader(TensorDataset(x[:64], y[:64]), batch_size=32),
+    )
 
 
 def loaders(steps: int) -> tuple[DataLoader, DataLoader]:
@@ -131,12 +135,22 @@ def fit_once(variant: str, steps: int, epochs: int, model: str = "mlp") -> tuple
         kwargs["gradient_clip_val"] = 1.0
     else:
         module = make()
-        callbacks = [EarlyStopping("val_loss", patience=100), GradientClipping(max_norm=1.0),
-                     LabelSmoothing(0.1)]
+        callbacks = [
+            EarlyStopping("val_loss", patience=100),
+            GradientClipping(max_norm=1.0),
+            LabelSmoothing(0.1),
+        ]
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, callbacks=[timer, *callbacks], **kwargs,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[timer, *callbacks],
+        **kwargs,
     )
     train, val = (loaders if model == "mlp" else digits_loaders)(steps)
     start = time.perf_counter()
@@ -156,10 +170,18 @@ def clipping_cost_us(model: str, number: int = 300) -> dict[str, float]:
 
     module = MLP() if model == "mlp" else timm_module()
     clip = GradientClipping(max_norm=1.0, log_every_n_steps=0)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0,
-                         limit_val_batches=0, callbacks=[clip])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[clip],
+    )
     train, _ = (loaders if model == "mlp" else digits_loaders)(2)
     trainer.fit(module, train)
     optimizer = trainer.optimizers[0]
@@ -182,8 +204,10 @@ def clipping_cost_us(model: str, number: int = 300) -> dict[str, float]:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
 
     base = min(timeit.repeat(reset, number=number, repeat=5))
-    return {name: round((min(timeit.repeat(fn, number=number, repeat=5)) - base) / number * 1e6, 1)
-            for name, fn in (("ours", ours), ("lightning", lightning))}
+    return {
+        name: round((min(timeit.repeat(fn, number=number, repeat=5)) - base) / number * 1e6, 1)
+        for name, fn in (("ours", ours), ("lightning", lightning))
+    }
 
 
 def main() -> None:
@@ -193,8 +217,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", choices=["mlp", "timm"], default="mlp")
-    parser.add_argument("--floor", action="store_true",
-                        help="also run 'empty3': bare_ls + three empty callbacks")
+    parser.add_argument(
+        "--floor", action="store_true", help="also run 'empty3': bare_ls + three empty callbacks"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     variants = ["bare", "bare_ls", "lightning", "ours"] + (["empty3"] if args.floor else [])
@@ -214,27 +239,42 @@ def main() -> None:
     # ratio per repeat (same repeat = same machine load), then the median of the ratios
     ratio = {
         name: round(statistics.median(a / b for a, b in zip(step[num], step[den])), 3)
-        for name, num, den in (("ours_vs_bare", "ours", "bare"),
-                               ("lightning_vs_bare", "lightning", "bare"),
-                               ("ours_vs_bare_ls", "ours", "bare_ls"),
-                               ("lightning_vs_bare_ls", "lightning", "bare_ls"),
-                               ("ours_vs_lightning", "ours", "lightning"),
-                               *((("empty3_vs_bare", "empty3", "bare"),
-                                  ("empty3_vs_bare_ls", "empty3", "bare_ls"))
-                                 if args.floor else ()))
+        for name, num, den in (
+            ("ours_vs_bare", "ours", "bare"),
+            ("lightning_vs_bare", "lightning", "bare"),
+            ("ours_vs_bare_ls", "ours", "bare_ls"),
+            ("lightning_vs_bare_ls", "lightning", "bare_ls"),
+            ("ours_vs_lightning", "ours", "lightning"),
+            *(
+                (("empty3_vs_bare", "empty3", "bare"), ("empty3_vs_bare_ls", "empty3", "bare_ls"))
+                if args.floor
+                else ()
+            ),
+        )
     }
-    print(json.dumps({
-        "benchmark": "callbacks_per_step_overhead",
-        "model": ("MLP 64-128-10, SGD" if args.model == "mlp" else
-                  "TimmClassifier test_resnet, digits 16px, AdamW") + ", batch 32, CPU, 1 thread",
-        "repeats": args.repeats, "steps_per_epoch": args.steps, "epochs": args.epochs,
-        "step_ms_p10": {v: round(1e3 * med[v], 4) for v in variants},
-        "median_fit_s": {v: round(statistics.median(fit[v]), 3) for v in variants},
-        "step_ratio": ratio,
-        "clipping_us": clipping_cost_us(args.model),
-        "torch": torch.__version__, "pytorch_lightning": pl.__version__,
-        "python": platform.python_version(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "callbacks_per_step_overhead",
+                "model": (
+                    "MLP 64-128-10, SGD"
+                    if args.model == "mlp"
+                    else "TimmClassifier test_resnet, digits 16px, AdamW"
+                )
+                + ", batch 32, CPU, 1 thread",
+                "repeats": args.repeats,
+                "steps_per_epoch": args.steps,
+                "epochs": args.epochs,
+                "step_ms_p10": {v: round(1e3 * med[v], 4) for v in variants},
+                "median_fit_s": {v: round(statistics.median(fit[v]), 3) for v in variants},
+                "step_ratio": ratio,
+                "clipping_us": clipping_cost_us(args.model),
+                "torch": torch.__version__,
+                "pytorch_lightning": pl.__version__,
+                "python": platform.python_version(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,15 @@ IMAGE_SIZE = 32
 SOURCE, TARGET = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
 LR = 3e-3
 BATCH_SIZE = 8
-RECIPES = ["scratch", "full_finetune", "head_only", "freeze_then_unfreeze",
-           "lightning_backbone_finetuning", "recommended", "full_finetune_cosine"]
+RECIPES = [
+    "scratch",
+    "full_finetune",
+    "head_only",
+    "freeze_then_unfreeze",
+    "lightning_backbone_finetuning",
+    "recommended",
+    "full_finetune_cosine",
+]
 
 
 class BackboneModule(TimmClassifier):
@@ -55,10 +62,19 @@ class BackboneModule(TimmClassifier):
 
 
 def trainer(epochs: int, callbacks: list[Any]) -> pl.Trainer:
-    return pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
-                      callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
-                      enable_checkpointing=False, num_sanity_val_steps=0,
-                      check_val_every_n_epoch=epochs, deterministic=True)
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=epochs,
+        deterministic=True,
+    )
 
 
 def pretrain(path: Path, epochs: int) -> float:
@@ -91,14 +107,30 @@ def recipe_callbacks(recipe: str, epochs: int) -> list[Any]:
     raise ValueError(f"unknown recipe {recipe!r}; known: {RECIPES}")
 
 
-def finetune(recipe: str, fraction: float, seed: int, weights: Path, epochs: int,
-             lr: float = LR, batch_size: int = BATCH_SIZE) -> dict:
+def finetune(
+    recipe: str,
+    fraction: float,
+    seed: int,
+    weights: Path,
+    epochs: int,
+    lr: float = LR,
+    batch_size: int = BATCH_SIZE,
+) -> dict:
     pl.seed_everything(seed, verbose=False)
-    data = DigitsDataModule(image_size=IMAGE_SIZE, batch_size=batch_size, classes=TARGET,
-                            train_fraction=fraction, seed=seed)
+    data = DigitsDataModule(
+        image_size=IMAGE_SIZE,
+        batch_size=batch_size,
+        classes=TARGET,
+        train_fraction=fraction,
+        seed=seed,
+    )
     cls = BackboneModule if recipe == "lightning_backbone_finetuning" else TimmClassifier
-    module = cls(MODEL, num_classes=len(TARGET), lr=lr,
-                 pretrained=False if recipe == "scratch" else str(weights))
+    module = cls(
+        MODEL,
+        num_classes=len(TARGET),
+        lr=lr,
+        pretrained=False if recipe == "scratch" else str(weights),
+    )
     t = trainer(epochs, recipe_callbacks(recipe, epochs))
     start = time.perf_counter()
     t.fit(module, datamodule=data)
@@ -127,9 +159,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "digits04.pth"
         source_acc = pretrain(weights, args.pretrain_epochs)
-        runs = [{"recipe": r, "fraction": f, "seed": s,
-                 **finetune(r, f, s, weights, args.epochs, args.lr, args.batch_size)}
-                for f in args.fractions for r in args.recipes for s in range(args.seeds)]
+        runs = [
+            {
+                "recipe": r,
+                "fraction": f,
+                "seed": s,
+                **finetune(r, f, s, weights, args.epochs, args.lr, args.batch_size),
+            }
+            for f in args.fractions
+            for r in args.recipes
+            for s in range(args.seeds)
+        ]
     summary: dict[str, Any] = {}
     for f in args.fractions:
         for r in args.recipes:
@@ -141,12 +181,20 @@ def main() -> None:
                 "seconds_mean": round(statistics.mean(secs), 2),
             }
     result = {
-        "benchmark": "finetuning", "model": MODEL, "image_size": IMAGE_SIZE, "lr": args.lr,
+        "benchmark": "finetuning",
+        "model": MODEL,
+        "image_size": IMAGE_SIZE,
+        "lr": args.lr,
         "batch_size": args.batch_size,
-        "epochs": args.epochs, "seeds": args.seeds, "source_test_acc": round(source_acc, 4),
-        "train_images": {f"{f:g}": next(x["train_images"] for x in runs if x["fraction"] == f)
-                         for f in args.fractions},
-        "results": summary, "total_seconds": round(time.perf_counter() - total, 1),
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "source_test_acc": round(source_acc, 4),
+        "train_images": {
+            f"{f:g}": next(x["train_images"] for x in runs if x["fraction"] == f)
+            for f in args.fractions
+        },
+        "results": summary,
+        "total_seconds": round(time.perf_counter() - total, 1),
         "torch_threads": torch.get_num_threads(),
     }
     if args.raw:

@@ -57,18 +57,27 @@ class MLP(pl.LightningModule):
         return nn.functional.cross_entropy(self.net(x), y)
 
     def configure_optimizers(self):
-        groups = [{"params": [p], "name": n, "lr_scale": 0.5 ** i}
-                  for i, (n, p) in enumerate(self.named_parameters())]
+        groups = [
+            {"params": [p], "name": n, "lr_scale": 0.5**i}
+            for i, (n, p) in enumerate(self.named_parameters())
+        ]
         optimizer = torch.optim.SGD(groups, lr=0.05, momentum=0.9)
         if not self.torch_schedule:
             return optimizer
         warmup = round(0.1 * self.total)
         sched = torch.optim.lr_scheduler
-        scheduler = sched.SequentialLR(optimizer, [
-            sched.LinearLR(optimizer, start_factor=1e-3, total_iters=warmup),
-            sched.CosineAnnealingLR(optimizer, T_max=self.total - warmup),
-        ], milestones=[warmup])
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        scheduler = sched.SequentialLR(
+            optimizer,
+            [
+                sched.LinearLR(optimizer, start_factor=1e-3, total_iters=warmup),
+                sched.CosineAnnealingLR(optimizer, T_max=self.total - warmup),
+            ],
+            milestones=[warmup],
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
 
 class StepTimer(pl.Callback):
@@ -136,13 +145,17 @@ def paired(steps: int, epochs: int) -> float:
 
     class PerEpoch(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            timers[trainer.current_epoch].on_train_batch_start(trainer, pl_module, batch,
-                                                                batch_idx)
+            timers[trainer.current_epoch].on_train_batch_start(trainer, pl_module, batch, batch_idx)
 
     schedule = EveryOtherEpoch(LRSchedule("cosine", warmup=0.1, warmup_start_factor=1e-3))
     trainer = pl.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[schedule, PerEpoch()],
     )
     trainer.fit(MLP(), DataLoader(TensorDataset(x, y), batch_size=32))
@@ -166,8 +179,14 @@ def fit(variant: str, steps: int, timed: bool = False) -> float:
         schedule_cls = TimedLRSchedule if timed else LRSchedule
         callbacks.insert(0, schedule_cls("cosine", warmup=0.1, warmup_start_factor=1e-3))
     trainer = pl.Trainer(
-        max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
     )
     trainer.fit(MLP(torch_schedule=variant == "torch", total=steps), train)
     return statistics.median(timer.steps[10:])
@@ -189,8 +208,10 @@ def main() -> None:
         rng.shuffle(order)
         for variant in order:
             times[variant].append(fit(variant, args.steps))
-    ratios = {v: statistics.median(t / b for t, b in zip(times[v], times["bare"]))
-              for v in ("empty", "ours", "torch")}
+    ratios = {
+        v: statistics.median(t / b for t, b in zip(times[v], times["bare"]))
+        for v in ("empty", "ours", "torch")
+    }
     vs_empty = statistics.median(o / e for o, e in zip(times["ours"], times["empty"]))
     # the least-disturbed repeat of each variant: robust on a shared, loaded machine
     min_ratios = {v: min(times[v]) / min(times["bare"]) for v in ("empty", "ours", "torch")}
@@ -200,25 +221,31 @@ def main() -> None:
     # median: a context switch inside one call (shared machine) says nothing about the hook
     hook_us = statistics.median(TimedLRSchedule.hook_ns) / 1e3
     bare_us = 1e6 * statistics.median(times["bare"])
-    print(json.dumps({
-        "benchmark": "lr_schedule_overhead",
-        "repeats": args.repeats,
-        "steps": args.steps,
-        "param_groups": 4,
-        "step_us_median": {v: round(1e6 * statistics.median(t), 1) for v, t in times.items()},
-        "ratio_vs_bare_median": {v: round(r, 4) for v, r in ratios.items()},
-        "ratio_vs_bare_of_min": {v: round(r, 4) for v, r in min_ratios.items()},
-        "ratio_ours_vs_empty_callback_median": round(vs_empty, 4),
-        "ratio_paired_epochs_median": round(statistics.median(paired_ratios), 4),
-        "ratio_paired_epochs_all": [round(r, 4) for r in paired_ratios],
-        "lrschedule_hook_us_per_step_median": round(hook_us, 2),
-        "hook_share_of_bare_step": round(hook_us / bare_us, 4),
-        "target_ratio": 1.02,
-        "torch": torch.__version__,
-        "pytorch_lightning": pl.__version__,
-        "python": platform.python_version(),
-        "cpu_threads": torch.get_num_threads(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "lr_schedule_overhead",
+                "repeats": args.repeats,
+                "steps": args.steps,
+                "param_groups": 4,
+                "step_us_median": {
+                    v: round(1e6 * statistics.median(t), 1) for v, t in times.items()
+                },
+                "ratio_vs_bare_median": {v: round(r, 4) for v, r in ratios.items()},
+                "ratio_vs_bare_of_min": {v: round(r, 4) for v, r in min_ratios.items()},
+                "ratio_ours_vs_empty_callback_median": round(vs_empty, 4),
+                "ratio_paired_epochs_median": round(statistics.median(paired_ratios), 4),
+                "ratio_paired_epochs_all": [round(r, 4) for r in paired_ratios],
+                "lrschedule_hook_us_per_step_median": round(hook_us, 2),
+                "hook_share_of_bare_step": round(hook_us / bare_us, 4),
+                "target_ratio": 1.02,
+                "torch": torch.__version__,
+                "pytorch_lightning": pl.__version__,
+                "python": platform.python_version(),
+                "cpu_threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

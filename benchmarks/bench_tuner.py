@@ -61,8 +61,9 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     if name.endswith("median"):
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     if name.endswith("hyperband"):
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs,
-                                              reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs, reduction_factor=3
+        )
     return optuna.pruners.NopPruner()
 
 
@@ -70,8 +71,14 @@ def classifier_class(base: type) -> type:
     """The same small classifier over ``pytorch_lightning`` or ``lightning.pytorch``."""
 
     class Classifier(base):  # type: ignore[misc, valid-type]
-        def __init__(self, data: DigitsDataModule, lr: float, weight_decay: float,
-                     batch_size: int, label_smoothing: float) -> None:
+        def __init__(
+            self,
+            data: DigitsDataModule,
+            lr: float,
+            weight_decay: float,
+            batch_size: int,
+            label_smoothing: float,
+        ) -> None:
             super().__init__()
             self.model = timm.create_model("test_resnet", num_classes=10, pretrained=False)
             self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -128,29 +135,57 @@ def step_timer_class(base: type) -> type:
 
 
 def trainer_kwargs() -> dict[str, Any]:
-    return {"accelerator": "cpu", "devices": 1, "num_sanity_val_steps": 0,
-            "enable_progress_bar": False, "enable_model_summary": False,
-            "deterministic": True, "log_every_n_steps": 5}
+    return {
+        "accelerator": "cpu",
+        "devices": 1,
+        "num_sanity_val_steps": 0,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "deterministic": True,
+        "log_every_n_steps": 5,
+    }
 
 
-def run_ours(arm: str, seed: int, data: DigitsDataModule, n_trials: int, max_epochs: int,
-             workdir: str, keep_checkpoints: int = 0) -> tuple[optuna.Study, list[float]]:
+def run_ours(
+    arm: str,
+    seed: int,
+    data: DigitsDataModule,
+    n_trials: int,
+    max_epochs: int,
+    workdir: str,
+    keep_checkpoints: int = 0,
+) -> tuple[optuna.Study, list[float]]:
     classifier, timer = classifier_class(pl.LightningModule), step_timer_class(pl.Callback)
     timer.total, timer.per_fit = 0.0, []
     tuner = Tuner(
-        lambda p: classifier(data, **p), SPACE, pruner=make_pruner(arm, max_epochs),
-        sampler=optuna.samplers.RandomSampler(seed=seed), seed=seed, storage="memory",
-        study_name=f"sweep-{seed}", output_dir=f"{workdir}/{arm}", max_epochs=max_epochs,
-        objective="last", callbacks=[timer()], trainer_kwargs=trainer_kwargs(), quiet=True,
+        lambda p: classifier(data, **p),
+        SPACE,
+        pruner=make_pruner(arm, max_epochs),
+        sampler=optuna.samplers.RandomSampler(seed=seed),
+        seed=seed,
+        storage="memory",
+        study_name=f"sweep-{seed}",
+        output_dir=f"{workdir}/{arm}",
+        max_epochs=max_epochs,
+        objective="last",
+        callbacks=[timer()],
+        trainer_kwargs=trainer_kwargs(),
+        quiet=True,
         keep_checkpoints=keep_checkpoints,
     )
     study = tuner.optimize(n_trials=n_trials)
     return study, timer.per_fit
 
 
-def run_optuna_integration(arm: str, seed: int, data: DigitsDataModule, n_trials: int,
-                           max_epochs: int, workdir: str, keep_checkpoints: int = 0,
-                           ) -> tuple[optuna.Study, list[float]]:
+def run_optuna_integration(
+    arm: str,
+    seed: int,
+    data: DigitsDataModule,
+    n_trials: int,
+    max_epochs: int,
+    workdir: str,
+    keep_checkpoints: int = 0,
+) -> tuple[optuna.Study, list[float]]:
     import lightning.pytorch as lpl
     from optuna_integration import PyTorchLightningPruningCallback
 
@@ -164,23 +199,29 @@ def run_optuna_integration(arm: str, seed: int, data: DigitsDataModule, n_trials
         lpl.seed_everything(seed + trial.number, workers=True, verbose=False)
         model = classifier(data, **params)
         trainer = lpl.Trainer(
-            max_epochs=max_epochs, enable_checkpointing=False,
-            logger=lpl.loggers.CSVLogger(workdir, name=f"{arm}-{seed}",
-                                         version=f"trial_{trial.number}"),
+            max_epochs=max_epochs,
+            enable_checkpointing=False,
+            logger=lpl.loggers.CSVLogger(
+                workdir, name=f"{arm}-{seed}", version=f"trial_{trial.number}"
+            ),
             callbacks=[timer(), PyTorchLightningPruningCallback(trial, monitor="val_loss")],
             **trainer_kwargs(),
         )
         trainer.fit(model)
         return float(trainer.callback_metrics["val_loss"])
 
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed),
-                                pruner=make_pruner(arm, max_epochs), study_name=f"sweep-{seed}")
+    study = optuna.create_study(
+        sampler=optuna.samplers.RandomSampler(seed=seed),
+        pruner=make_pruner(arm, max_epochs),
+        study_name=f"sweep-{seed}",
+    )
     study.optimize(objective, n_trials=n_trials)
     return study, timer.per_fit
 
 
-def run_bare(seed: int, data: DigitsDataModule, none_study: optuna.Study, max_epochs: int,
-             workdir: str) -> dict[str, Any]:
+def run_bare(
+    seed: int, data: DigitsDataModule, none_study: optuna.Study, max_epochs: int, workdir: str
+) -> dict[str, Any]:
     """The ``none`` arm's trials as plain ``Trainer.fit`` calls, timed like the other arms."""
     classifier, timer = classifier_class(pl.LightningModule), step_timer_class(pl.Callback)
     timer.total, timer.per_fit = 0.0, []
@@ -191,10 +232,13 @@ def run_bare(seed: int, data: DigitsDataModule, none_study: optuna.Study, max_ep
         pl.seed_everything(seed + trial.number, workers=True, verbose=False)
         model = classifier(data, **trial.user_attrs["params"])
         trainer = pl.Trainer(
-            max_epochs=max_epochs, enable_checkpointing=False,
-            logger=pl.loggers.CSVLogger(workdir, name=f"bare-{seed}",
-                                        version=f"trial_{trial.number}"),
-            callbacks=[timer()], **trainer_kwargs(),
+            max_epochs=max_epochs,
+            enable_checkpointing=False,
+            logger=pl.loggers.CSVLogger(
+                workdir, name=f"bare-{seed}", version=f"trial_{trial.number}"
+            ),
+            callbacks=[timer()],
+            **trainer_kwargs(),
         )
         trainer.fit(model)
         values.append(float(trainer.callback_metrics["val_loss"]))
@@ -203,23 +247,32 @@ def run_bare(seed: int, data: DigitsDataModule, none_study: optuna.Study, max_ep
     trial_time, in_steps = sum(durations), sum(timer.per_fit)
     n = len(durations)
     return {
-        "arm": "bare", "seed": seed, "n_trials": n,
+        "arm": "bare",
+        "seed": seed,
+        "n_trials": n,
         "best_val_loss": min(values),
         "same_values_as_none": values == [t.value for t in none_study.trials],
-        "epochs": n * max_epochs, "epochs_no_pruning": n * max_epochs, "pruned": 0,
-        "pruned_trials": [], "wall_s": round(wall, 3), "trial_s": round(trial_time, 3),
+        "epochs": n * max_epochs,
+        "epochs_no_pruning": n * max_epochs,
+        "pruned": 0,
+        "pruned_trials": [],
+        "wall_s": round(wall, 3),
+        "trial_s": round(trial_time, 3),
         "in_step_s": round(in_steps, 3),
         "outside_step_s_per_trial": round((trial_time - in_steps) / n, 4),
         "outside_step_fraction": round((trial_time - in_steps) / trial_time, 4),
-        "median_outside_step_s_per_trial": round(statistics.median(
-            d - s for d, s in zip(durations, timer.per_fit)), 4),
-        "median_outside_step_fraction": round(statistics.median(
-            (d - s) / d for d, s in zip(durations, timer.per_fit)), 4),
+        "median_outside_step_s_per_trial": round(
+            statistics.median(d - s for d, s in zip(durations, timer.per_fit)), 4
+        ),
+        "median_outside_step_fraction": round(
+            statistics.median((d - s) / d for d, s in zip(durations, timer.per_fit)), 4
+        ),
     }
 
 
-def summarize_run(arm: str, seed: int, study: optuna.Study, per_fit: list[float], wall: float,
-                  max_epochs: int) -> dict[str, Any]:
+def summarize_run(
+    arm: str, seed: int, study: optuna.Study, per_fit: list[float], wall: float, max_epochs: int
+) -> dict[str, Any]:
     trials = study.trials
     assert len(per_fit) == len(trials)
     in_steps = sum(per_fit)
@@ -258,8 +311,10 @@ def quiet_logs() -> None:
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
-    return {"mean": round(statistics.fmean(values), 4),
-            "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+    }
 
 
 def main() -> None:
@@ -269,9 +324,13 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=6)
     parser.add_argument("--train-fraction", type=float, default=0.5)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
-    parser.add_argument("--keep-checkpoints", type=int, default=0,
-                        help="checkpoints kept by lightning_tune's arms (0, like the baseline, "
-                        "which runs with enable_checkpointing=False)")
+    parser.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=0,
+        help="checkpoints kept by lightning_tune's arms (0, like the baseline, "
+        "which runs with enable_checkpointing=False)",
+    )
     parser.add_argument("--plot", default=None, help="write a PNG summary plot here")
     parser.add_argument("--jsonl", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args()
@@ -300,8 +359,15 @@ def main() -> None:
                 else:
                     runner = run_optuna_integration if arm.startswith("oi-") else run_ours
                     start = time.perf_counter()
-                    study, per_fit = runner(arm, seed, data, args.n_trials, args.max_epochs,
-                                            workdir, args.keep_checkpoints)
+                    study, per_fit = runner(
+                        arm,
+                        seed,
+                        data,
+                        args.n_trials,
+                        args.max_epochs,
+                        workdir,
+                        args.keep_checkpoints,
+                    )
                     wall = time.perf_counter() - start
                     run = summarize_run(arm, seed, study, per_fit, wall, args.max_epochs)
                     if arm == "none":
@@ -315,13 +381,22 @@ def main() -> None:
 
     best_none = {r["seed"]: r["best_trial"] for r in runs if r["arm"] == "none"}
     summary: dict[str, Any] = {
-        "task": {"data": "digits 16px", "train_fraction": args.train_fraction,
-                 "model": "test_resnet", "n_trials": args.n_trials,
-                 "max_epochs": args.max_epochs, "seeds": args.seeds, "sampler": "random",
-                 "metric": "val_loss (last)", "torch_threads": 1,
-                 "keep_checkpoints": args.keep_checkpoints,
-                 "python": platform.python_version(), "torch": torch.__version__,
-                 "optuna": optuna.__version__, "pytorch_lightning": pl.__version__},
+        "task": {
+            "data": "digits 16px",
+            "train_fraction": args.train_fraction,
+            "model": "test_resnet",
+            "n_trials": args.n_trials,
+            "max_epochs": args.max_epochs,
+            "seeds": args.seeds,
+            "sampler": "random",
+            "metric": "val_loss (last)",
+            "torch_threads": 1,
+            "keep_checkpoints": args.keep_checkpoints,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "optuna": optuna.__version__,
+            "pytorch_lightning": pl.__version__,
+        },
         "arms": {},
     }
     for arm in args.arms:
@@ -329,27 +404,36 @@ def main() -> None:
         summary["arms"][arm] = {
             "best_val_loss": mean_std([r["best_val_loss"] for r in rs]),
             "epochs": mean_std([r["epochs"] for r in rs]),
-            "epochs_ratio_vs_no_pruning": mean_std([r["epochs"] / r["epochs_no_pruning"]
-                                                    for r in rs]),
+            "epochs_ratio_vs_no_pruning": mean_std(
+                [r["epochs"] / r["epochs_no_pruning"] for r in rs]
+            ),
             "wall_s": mean_std([r["wall_s"] for r in rs]),
             "outside_step_s_per_trial": mean_std([r["outside_step_s_per_trial"] for r in rs]),
             "outside_step_fraction": mean_std([r["outside_step_fraction"] for r in rs]),
             "median_outside_step_s_per_trial": mean_std(
-                [r["median_outside_step_s_per_trial"] for r in rs]),
+                [r["median_outside_step_s_per_trial"] for r in rs]
+            ),
             "median_outside_step_fraction": mean_std(
-                [r["median_outside_step_fraction"] for r in rs]),
-            "best_of_none_pruned": sum(best_none.get(r["seed"]) in r["pruned_trials"]
-                                       for r in rs),
+                [r["median_outside_step_fraction"] for r in rs]
+            ),
+            "best_of_none_pruned": sum(best_none.get(r["seed"]) in r["pruned_trials"] for r in rs),
         }
     by = {(r["arm"], r["seed"]): r for r in runs}
-    own = [(by["none", s]["trial_s"] - by["bare", s]["trial_s"]) / by["none", s]["n_trials"]
-           for s in args.seeds if ("none", s) in by and ("bare", s) in by]
+    own = [
+        (by["none", s]["trial_s"] - by["bare", s]["trial_s"]) / by["none", s]["n_trials"]
+        for s in args.seeds
+        if ("none", s) in by and ("bare", s) in by
+    ]
     if own:
         # lightning_tune's own cost: the same trials with the Tuner minus without it
         summary["tuner_own_s_per_trial"] = mean_std(own)
         summary["tuner_own_fraction_of_trial"] = mean_std(
-            [(by["none", s]["trial_s"] - by["bare", s]["trial_s"]) / by["none", s]["trial_s"]
-             for s in args.seeds if ("none", s) in by and ("bare", s) in by])
+            [
+                (by["none", s]["trial_s"] - by["bare", s]["trial_s"]) / by["none", s]["trial_s"]
+                for s in args.seeds
+                if ("none", s) in by and ("bare", s) in by
+            ]
+        )
     line = json.dumps({"summary": summary})
     print(line)
     if out:
@@ -374,14 +458,24 @@ def plot(summary: dict[str, Any], path: str) -> None:
     ):
         means = [summary["arms"][a][key]["mean"] for a in arms]
         stds = [summary["arms"][a][key]["std"] for a in arms]
-        colors = ["0.6" if a == "none" else "0.8" if a == "bare" else "tab:blue" if not a.startswith("oi-") else "tab:orange"
-                  for a in arms]
+        colors = [
+            "0.6"
+            if a == "none"
+            else "0.8"
+            if a == "bare"
+            else "tab:blue"
+            if not a.startswith("oi-")
+            else "tab:orange"
+            for a in arms
+        ]
         ax.bar(arms, means, yerr=stds, color=colors, capsize=4)
         ax.set_title(title)
         ax.tick_params(axis="x", rotation=30)
     task = summary["task"]
-    fig.suptitle(f"{task['n_trials']} trials x {task['max_epochs']} epochs, seeds "
-                 f"{task['seeds']} (blue: lightning_tune, orange: optuna-integration)")
+    fig.suptitle(
+        f"{task['n_trials']} trials x {task['max_epochs']} epochs, seeds "
+        f"{task['seeds']} (blue: lightning_tune, orange: optuna-integration)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

@@ -101,8 +101,15 @@ def storage_overhead(n_trials: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def _tuner(study_dir: pathlib.Path, name: str, pruner: str, max_epochs: int, quick: bool,
-           sampler: str = "tpe", seed: int = 0):
+def _tuner(
+    study_dir: pathlib.Path,
+    name: str,
+    pruner: str,
+    max_epochs: int,
+    quick: bool,
+    sampler: str = "tpe",
+    seed: int = 0,
+):
     from lightning_tune import DigitsDataModule, TimmClassifier
     from lightning_tune.tuner import Tuner
 
@@ -148,8 +155,11 @@ def _random_params(n_trials: int, seed: int) -> list[dict]:
 
 
 def _finished(study: optuna.Study) -> list:
-    return [t for t in study.get_trials(deepcopy=False)
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    ]
 
 
 def steady_rate(trials: list, n_workers: int) -> float:
@@ -159,8 +169,10 @@ def steady_rate(trials: list, n_workers: int) -> float:
     worker finished starting) to the last moment they did (the first worker ran out of trials);
     trials cut by the window count by the fraction of their run inside it.
     """
-    events = sorted([(t.datetime_start.timestamp(), 1) for t in trials]
-                    + [(t.datetime_complete.timestamp(), -1) for t in trials])
+    events = sorted(
+        [(t.datetime_start.timestamp(), 1) for t in trials]
+        + [(t.datetime_complete.timestamp(), -1) for t in trials]
+    )
     running, start, end = 0, None, None
     for time_s, delta in events:
         if delta < 0 and running == n_workers:
@@ -193,8 +205,14 @@ def _run(tuner, n_trials: int, n_workers: int, enqueue: list[dict] | None = None
     trials = _finished(study)
     first = min(t.datetime_start.timestamp() for t in trials)
     last = max(t.datetime_complete.timestamp() for t in trials)
-    return {"study": study, "start": start, "first_trial_start": first, "wall_s": wall,
-            "trials_s": last - first, "steady_per_s": steady_rate(trials, n_workers)}
+    return {
+        "study": study,
+        "start": start,
+        "first_trial_start": first,
+        "wall_s": wall,
+        "trials_s": last - first,
+        "steady_per_s": steady_rate(trials, n_workers),
+    }
 
 
 def throughput(quick: bool, repeats: int = 3, n_trials: int | None = None) -> dict:
@@ -217,8 +235,11 @@ def throughput(quick: bool, repeats: int = 3, n_trials: int | None = None) -> di
                 "trials_per_min_excl_startup": round(60 * n_trials / run["trials_s"], 2),
                 "trials_per_min_steady": round(60 * run["steady_per_s"], 2),
             })  # fmt: skip
-    for key in ("trials_per_min_incl_startup", "trials_per_min_excl_startup",
-                "trials_per_min_steady"):
+    for key in (
+        "trials_per_min_incl_startup",
+        "trials_per_min_excl_startup",
+        "trials_per_min_steady",
+    ):
         medians = {}
         for n_workers in (1, 2):
             values = sorted(r[key] for r in out["runs"] if r["workers"] == n_workers)
@@ -226,14 +247,14 @@ def throughput(quick: bool, repeats: int = 3, n_trials: int | None = None) -> di
         out[f"median_{key}"] = {f"{k}_worker": v for k, v in medians.items()}
         out[f"speedup_{key.removeprefix('trials_per_min_')}"] = round(medians[2] / medians[1], 2)
         # the same ratio within each interleaved pair, then its median
-        pairs = sorted(
-            b[key] / a[key] for a, b in zip(out["runs"][0::2], out["runs"][1::2]))
+        pairs = sorted(b[key] / a[key] for a, b in zip(out["runs"][0::2], out["runs"][1::2]))
         out[f"pair_speedups_{key.removeprefix('trials_per_min_')}"] = [round(x, 2) for x in pairs]
     return out
 
 
-def hyperband(quick: bool, seeds: list[int], n_trials: int | None = None,
-              max_epochs: int | None = None) -> dict:
+def hyperband(
+    quick: bool, seeds: list[int], n_trials: int | None = None, max_epochs: int | None = None
+) -> dict:
     """No pruning with 1 worker vs Hyperband with 2 workers on the same enqueued trials.
 
     Trial k has the same parameters (``RandomSampler(seed)``), initial weights and batches
@@ -246,19 +267,28 @@ def hyperband(quick: bool, seeds: list[int], n_trials: int | None = None,
     for seed in seeds:
         params = _random_params(n_trials, seed)
         tmp = pathlib.Path(tempfile.mkdtemp())
-        base = _run(_tuner(tmp, "nopruning", "none", max_epochs, quick, "random", seed),
-                    n_trials, 1, enqueue=params)
+        base = _run(
+            _tuner(tmp, "nopruning", "none", max_epochs, quick, "random", seed),
+            n_trials,
+            1,
+            enqueue=params,
+        )
         target = base["study"].best_value
         best_number = base["study"].best_trial.number
-        hb = _run(_tuner(tmp, "hyperband", "hyperband", max_epochs, quick, "random", seed),
-                  n_trials, 2, enqueue=params)
+        hb = _run(
+            _tuner(tmp, "hyperband", "hyperband", max_epochs, quick, "random", seed),
+            n_trials,
+            2,
+            enqueue=params,
+        )
         hb_trials = hb["study"].get_trials(deepcopy=False)
         # 1 vs 2 torch threads sum in a different order: equal up to float rounding
         tolerance = 1e-4 * abs(target)
         reached = sorted(
             t.datetime_complete.timestamp()
             for t in hb_trials
-            if t.state == TrialState.COMPLETE and t.value is not None
+            if t.state == TrialState.COMPLETE
+            and t.value is not None
             and t.value <= target + tolerance
         )
         same = hb_trials[best_number]
@@ -266,7 +296,8 @@ def hyperband(quick: bool, seeds: list[int], n_trials: int | None = None,
         # to the end (unpruned), whatever value float rounding gives it with 1 thread, or has
         # already reached its value with another one.
         config_done = reached[:1] + (
-            [same.datetime_complete.timestamp()] if same.state == TrialState.COMPLETE else [])
+            [same.datetime_complete.timestamp()] if same.state == TrialState.COMPLETE else []
+        )
         run = {
             "seed": seed,
             "no_pruning_1_worker": {
@@ -287,14 +318,17 @@ def hyperband(quick: bool, seeds: list[int], n_trials: int | None = None,
             },
             # from the start of each sweep (worker start-up included in both)
             "time_to_baseline_best_ratio": (
-                round((reached[0] - hb["start"]) / base["wall_s"], 3) if reached else None),
+                round((reached[0] - hb["start"]) / base["wall_s"], 3) if reached else None
+            ),
             # from each sweep's first trial (start-up excluded in both)
             "time_to_baseline_best_ratio_excl_startup": (
                 round((reached[0] - hb["first_trial_start"]) / base["trials_s"], 3)
-                if reached else None),
+                if reached
+                else None
+            ),
             "time_to_baseline_best_config_ratio": (
-                round((min(config_done) - hb["start"]) / base["wall_s"], 3)
-                if config_done else None),
+                round((min(config_done) - hb["start"]) / base["wall_s"], 3) if config_done else None
+            ),
         }
         runs.append(run)
         print(json.dumps({"hyperband_run": run}), flush=True)
@@ -326,8 +360,13 @@ def main() -> None:
     parser.add_argument("--parts", default="storage,throughput,hyperband")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved throughput runs")
     parser.add_argument("--trials", type=int, default=None, help="trials per throughput sweep")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                        help="sampler seeds of the Hyperband comparison")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="sampler seeds of the Hyperband comparison",
+    )
     args = parser.parse_args()
     parts = args.parts.split(",")
     result: dict = {

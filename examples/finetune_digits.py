@@ -26,9 +26,16 @@ from lightning_tune.callbacks import LabelSmoothing, LayerFreezing, LRSchedule
 
 
 def trainer(epochs: int, callbacks: list) -> pl.Trainer:
-    return pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, callbacks=callbacks,
-                      enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, check_val_every_n_epoch=epochs)
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        check_val_every_n_epoch=epochs,
+    )
 
 
 def main() -> None:
@@ -37,8 +44,12 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.1, help="labels kept for 5-9")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--pretrain-epochs", type=int, default=15)
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="where to save the pretrained weights (default: a temp dir)")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="where to save the pretrained weights (default: a temp dir)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -53,8 +64,9 @@ def main() -> None:
 
         # 2. + 3. Fine-tune on 5-9 with few labels, from the local weights file.
         pl.seed_everything(0)
-        target = DigitsDataModule(image_size=32, batch_size=8, classes=[5, 6, 7, 8, 9],
-                                  train_fraction=args.fraction)
+        target = DigitsDataModule(
+            image_size=32, batch_size=8, classes=[5, 6, 7, 8, 9], train_fraction=args.fraction
+        )
         model = TimmClassifier(args.model, num_classes=5, lr=3e-3, pretrained=str(weights))
         callbacks = [
             LayerFreezing("gradual", unfreeze_at_epoch=1, lr_decay=0.9, warmup_steps=4),
@@ -64,8 +76,10 @@ def main() -> None:
         fit = trainer(args.epochs, callbacks)
         fit.fit(model, target)
         result = fit.test(model, target, verbose=False)[0]
-    print(f"{target.split_sizes()['train']} labelled training images of digits 5-9: "
-          f"test accuracy {result['test_acc']:.3f}")
+    print(
+        f"{target.split_sizes()['train']} labelled training images of digits 5-9: "
+        f"test accuracy {result['test_acc']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Train a tiny timm model on the bundled digits with TimmClassifier (offline, ~30 s on CPU).
 
-    python examples/train_digits.py --model test_resnet --epochs 5
+python examples/train_digits.py --model test_resnet --epochs 5
 """
 
 from __future__ import annotations
@@ -22,10 +22,15 @@ def main() -> None:
 
     pl.seed_everything(0)
     dm = DigitsDataModule(image_size=32, batch_size=64)
-    model = TimmClassifier(args.model, num_classes=dm.num_classes, lr=3e-3,
-                           layer_decay=args.layer_decay)
-    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", callbacks=demo_callbacks(),
-                         logger=pl.loggers.CSVLogger("lightning_tune_runs", name="example"))
+    model = TimmClassifier(
+        args.model, num_classes=dm.num_classes, lr=3e-3, layer_decay=args.layer_decay
+    )
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        accelerator="cpu",
+        callbacks=demo_callbacks(),
+        logger=pl.loggers.CSVLogger("lightning_tune_runs", name="example"),
+    )
     trainer.fit(model, datamodule=dm)
     print(trainer.test(model, datamodule=dm))
 

@@ -21,9 +21,7 @@ _KINDS = {
 
 
 def _from_unified_package(obj: object) -> bool:
-    return any(
-        (cls.__module__ or "").startswith("lightning.") for cls in type(obj).__mro__
-    )
+    return any((cls.__module__ or "").startswith("lightning.") for cls in type(obj).__mro__)
 
 
 def check_pytorch_lightning(obj: object, argument: str, kind: str) -> None:

@@ -60,7 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     expected: tuple[type[BaseException], ...] = (
-        ValueError, TypeError, FileNotFoundError, ConnectionError, ImportError)
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        ConnectionError,
+        ImportError,
+    )
     try:
         from optuna.exceptions import StorageInternalError
 

@@ -100,7 +100,9 @@ class DigitsDataModule(pl.LightningDataModule):
         if isinstance(image_size, bool) or not isinstance(image_size, int):
             raise TypeError(f"`image_size` must be an int, but got {image_size!r}")
         if image_size < 8:
-            raise ValueError(f"`image_size` must be >= 8 (the digits are 8x8), but got {image_size=}")
+            raise ValueError(
+                f"`image_size` must be >= 8 (the digits are 8x8), but got {image_size=}"
+            )
         _check_batch_size(batch_size)
         if channels not in (1, 3):
             raise ValueError(f"`channels` must be 1 or 3, but got {channels=!r}")

@@ -38,8 +38,9 @@ def run_demo(
     from lightning_tune.models import TimmClassifier
 
     pl.seed_everything(seed, workers=True, verbose=False)
-    datamodule = DigitsDataModule(image_size=image_size, batch_size=batch_size,
-                                  train_fraction=train_fraction, seed=seed)
+    datamodule = DigitsDataModule(
+        image_size=image_size, batch_size=batch_size, train_fraction=train_fraction, seed=seed
+    )
     module = TimmClassifier(model_name, num_classes=datamodule.num_classes, lr=lr)
     trainer = pl.Trainer(
         max_epochs=epochs,
@@ -57,8 +58,11 @@ def run_demo(
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     fit_seconds = time.perf_counter() - start
-    metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()
-                               if k in ("train_loss", "val_loss", "val_acc")}
+    metrics: dict[str, Any] = {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k in ("train_loss", "val_loss", "val_acc")
+    }
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     metrics.update({k: float(v) for k, v in test.items()})
     metrics["epochs"] = trainer.current_epoch
@@ -103,9 +107,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         from lightning_tune.tuner.demo import run_demo_sweep
 
         print(f"\nA short sweep ({args.sweep_trials} trials, median pruning, val_loss):")
-        sweep = run_demo_sweep(n_trials=args.sweep_trials, output_dir=args.output_dir,
-                               seed=args.seed, quiet=args.quiet,
-                               limit_train_batches=args.limit_train_batches)
+        sweep = run_demo_sweep(
+            n_trials=args.sweep_trials,
+            output_dir=args.output_dir,
+            seed=args.seed,
+            quiet=args.quiet,
+            limit_train_batches=args.limit_train_batches,
+        )
         print(json.dumps({"demo_sweep": sweep}))
     return 0
 
@@ -125,11 +133,19 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--train-fraction", type=float, default=1.0)
-    parser.add_argument("--limit-train-batches", type=_batches, default=1.0,
-                        help="fraction (<=1) or number of training batches per epoch")
+    parser.add_argument(
+        "--limit-train-batches",
+        type=_batches,
+        default=1.0,
+        help="fraction (<=1) or number of training batches per epoch",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="lightning_tune_runs/demo")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--sweep-trials", type=int, default=6,
-                        help="trials of the short Optuna sweep after training (0: no sweep)")
+    parser.add_argument(
+        "--sweep-trials",
+        type=int,
+        default=6,
+        help="trials of the short Optuna sweep after training (0: no sweep)",
+    )
     parser.set_defaults(func=_cmd_demo)

@@ -126,8 +126,9 @@ class TimmClassifier(pl.LightningModule):
     def backbone_layer_groups(self, coarse: bool = False) -> list[tuple[str, list[str]]]:
         """Layer groups without the classifier's parameters (empty groups dropped)."""
         head = set(self.classifier_parameter_names)
-        groups = [(name, [n for n in names if n not in head]) for name, names in
-                  self.layer_groups(coarse)]
+        groups = [
+            (name, [n for n in names if n not in head]) for name, names in self.layer_groups(coarse)
+        ]
         return [(name, names) for name, names in groups if names]
 
     # ---------------------------------------------------------------------------- optimization
@@ -151,19 +152,24 @@ class TimmClassifier(pl.LightningModule):
         out: list[dict[str, Any]] = []
         for layer_name, names, scale in layered:
             for decay in (True, False):
-                chosen = [n for n in names if params[n].requires_grad
-                          and self._no_decay(n, params[n]) is not decay]
+                chosen = [
+                    n
+                    for n in names
+                    if params[n].requires_grad and self._no_decay(n, params[n]) is not decay
+                ]
                 if not chosen:
                     continue
-                out.append({
-                    "params": [params[n] for n in chosen],
-                    "param_names": chosen,
-                    "name": f"{layer_name}/{'decay' if decay else 'no_decay'}",
-                    "weight_decay": float(hp.weight_decay) if decay else 0.0,
-                    "lr_scale": scale,
-                    "initial_lr": float(hp.lr),
-                    "lr": float(hp.lr) * scale,
-                })
+                out.append(
+                    {
+                        "params": [params[n] for n in chosen],
+                        "param_names": chosen,
+                        "name": f"{layer_name}/{'decay' if decay else 'no_decay'}",
+                        "weight_decay": float(hp.weight_decay) if decay else 0.0,
+                        "lr_scale": scale,
+                        "initial_lr": float(hp.lr),
+                        "lr": float(hp.lr) * scale,
+                    }
+                )
         return out
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -51,8 +51,7 @@ def preview_schedule(
         if callback.cycle_momentum:
             warmup, main_total = callback.lengths(total_steps, steps_per_epoch)
             momentum = [callback.momentum(t, warmup, main_total) for t in range(total_steps)]
-        plot_schedule(lrs, path, title=_title(callback), unit=callback.interval,
-                      momentum=momentum)
+        plot_schedule(lrs, path, title=_title(callback), unit=callback.interval, momentum=momentum)
     return lrs
 
 
@@ -127,15 +126,23 @@ def _cmd_plot_schedule(args: argparse.Namespace) -> int:
         kwargs["warmup_start_factor"] = args.warmup_start_factor
     if args.max_lr is not None:
         kwargs["max_lr"] = args.max_lr
-    lrs = preview_schedule(args.schedule, total_steps=args.total_steps, lr=args.lr,
-                           path=args.output, steps_per_epoch=args.steps_per_epoch, **kwargs)
+    lrs = preview_schedule(
+        args.schedule,
+        total_steps=args.total_steps,
+        lr=args.lr,
+        path=args.output,
+        steps_per_epoch=args.steps_per_epoch,
+        **kwargs,
+    )
     if args.json:
         print(json.dumps({"schedule": args.schedule, "lr": lrs}))
         return 0
     width = len(str(len(lrs) - 1))
     shown = sorted({round(i * (len(lrs) - 1) / 10) for i in range(11)})
-    print(f"{args.schedule}: {len(lrs)} {args.interval}s, peak {max(lrs):.6g} at "
-          f"{args.interval} {lrs.index(max(lrs))}, last {lrs[-1]:.6g}")
+    print(
+        f"{args.schedule}: {len(lrs)} {args.interval}s, peak {max(lrs):.6g} at "
+        f"{args.interval} {lrs.index(max(lrs))}, last {lrs[-1]:.6g}"
+    )
     for t in shown:
         print(f"  {args.interval} {t:>{width}}: {lrs[t]:.6g}")
     if args.output:
@@ -151,22 +158,44 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         description="Print (and plot) the LR that LRSchedule sets at each step. Schedule "
         "arguments go through --set, e.g. --set min_factor=0.01 --set milestones=[30,60].",
     )
-    parser.add_argument("schedule", nargs="?", default="cosine", choices=list(SCHEDULES),
-                        help="main schedule (default: cosine)")
-    parser.add_argument("--total-steps", type=int, default=1000,
-                        help="run length in optimizer steps (or epochs with --interval epoch)")
+    parser.add_argument(
+        "schedule",
+        nargs="?",
+        default="cosine",
+        choices=list(SCHEDULES),
+        help="main schedule (default: cosine)",
+    )
+    parser.add_argument(
+        "--total-steps",
+        type=int,
+        default=1000,
+        help="run length in optimizer steps (or epochs with --interval epoch)",
+    )
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    parser.add_argument("--max-lr", type=float, default=None,
-                        help="peak LR overriding --lr (as LRSchedule(max_lr=...))")
-    parser.add_argument("--warmup", type=_warmup, default=0,
-                        help="warmup length (int) or fraction of the run (float in (0, 1))")
+    parser.add_argument(
+        "--max-lr",
+        type=float,
+        default=None,
+        help="peak LR overriding --lr (as LRSchedule(max_lr=...))",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=_warmup,
+        default=0,
+        help="warmup length (int) or fraction of the run (float in (0, 1))",
+    )
     parser.add_argument("--warmup-mode", choices=WARMUP_MODES, default="linear")
     parser.add_argument("--warmup-start-factor", type=float, default=None)
     parser.add_argument("--interval", choices=INTERVALS, default="step")
-    parser.add_argument("--steps-per-epoch", type=int, default=None,
-                        help="needed for --set warmup_unit=epoch")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="a schedule argument (repeatable), e.g. min_factor=0.01")
+    parser.add_argument(
+        "--steps-per-epoch", type=int, default=None, help="needed for --set warmup_unit=epoch"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a schedule argument (repeatable), e.g. min_factor=0.01",
+    )
     parser.add_argument("-o", "--output", default=None, help="write the plot to this PNG file")
     parser.add_argument("--json", action="store_true", help="print every LR as one JSON line")
     parser.set_defaults(func=_cmd_plot_schedule)

@@ -201,7 +201,9 @@ class Cosine(Schedule):
     def __call__(self, step: float, total: int | None = None) -> float:
         total = _need_total(self, total)
         progress = min(step, total) / total
-        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (
+            1.0 + math.cos(math.pi * progress)
+        )
 
 
 @dataclass(frozen=True)
@@ -354,8 +356,13 @@ class Cyclic(Schedule):
         _choice("mode", self.mode, CYCLIC_MODES)
         if not 0 < _number("gamma", self.gamma) <= 1:
             raise ValueError(f"`gamma` must be in (0, 1], but got gamma={self.gamma!r}")
-        _in_range("base_factor", self.base_factor, 0.0, 1.0,
-                  "in [0, 1] (base_lr / max_lr; max_lr must be >= base_lr)")
+        _in_range(
+            "base_factor",
+            self.base_factor,
+            0.0,
+            1.0,
+            "in [0, 1] (base_lr / max_lr; max_lr must be >= base_lr)",
+        )
 
     def _height(self, step: float) -> float:
         up = float(self.step_size_up)
@@ -424,7 +431,9 @@ class CosineRestarts(Schedule):
     def __post_init__(self) -> None:
         _positive_int("period", self.period)
         if _number("period_mult", self.period_mult) < 1:
-            raise ValueError(f"`period_mult` must be >= 1, but got period_mult={self.period_mult!r}")
+            raise ValueError(
+                f"`period_mult` must be >= 1, but got period_mult={self.period_mult!r}"
+            )
         _in_range("min_factor", self.min_factor, 0.0, 1.0, "in [0, 1]")
         if not 0 < _number("decay", self.decay) <= 1:
             raise ValueError(f"`decay` must be in (0, 1], but got decay={self.decay!r}")
@@ -514,8 +523,11 @@ class OneCycle(Schedule):
     def _phase(self, step: float, total: int) -> tuple[int, float]:
         # The same phase boundaries as torch's OneCycleLR, including its float end steps.
         if self.three_phase:
-            ends = (float(self.pct_start * total) - 1, float(2 * self.pct_start * total) - 2,
-                    total - 1)
+            ends = (
+                float(self.pct_start * total) - 1,
+                float(2 * self.pct_start * total) - 2,
+                total - 1,
+            )
         else:
             ends = (float(self.pct_start * total) - 1, total - 1)
         start = 0.0
@@ -533,8 +545,11 @@ class OneCycle(Schedule):
     def __call__(self, step: float, total: int | None = None) -> float:
         total = _need_total(self, total)
         low = 1.0 / self.div_factor
-        points = ((low, 1.0), (1.0, low), (low, low / self.final_div_factor)) if self.three_phase \
+        points = (
+            ((low, 1.0), (1.0, low), (low, low / self.final_div_factor))
+            if self.three_phase
             else ((low, 1.0), (1.0, low / self.final_div_factor))
+        )
         phase, pct = self._phase(step, total)
         return self._anneal(*points[phase], pct)
 

@@ -64,7 +64,7 @@ def _check_model_name(model_name: str) -> None:
 def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for prefix in _PREFIXES:
         if state_dict and all(k.startswith(prefix) for k in state_dict):
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+            state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
     return state_dict
 
 
@@ -149,7 +149,11 @@ def _describe_mismatch(
         if k in state_dict and not k.startswith(skipped) and state_dict[k].shape != own[k].shape
     ]
     parts = []
-    for title, items in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", shapes)):
+    for title, items in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("shape-mismatched", shapes),
+    ):
         if items:
             more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
             parts.append(f"{len(items)} {title} keys: {items[:5]}{more}")
@@ -214,7 +218,10 @@ def create_model(
         log.warning(
             "lightning_tune: %s has a %d-class classifier (%s); the model has %d classes, so the "
             "classifier is re-initialised and the rest of the weights are loaded.",
-            pretrained, file_classes, ", ".join(classifiers), target_classes,
+            pretrained,
+            file_classes,
+            ", ".join(classifiers),
+            target_classes,
         )
     try:
         return timm.create_model(
@@ -270,6 +277,7 @@ def find_timm_model(module: nn.Module, attribute: str | None = None) -> tuple[st
         >>> find_timm_model(wrapper)[0]
         'net'
     """
+
     def is_timm(m: nn.Module) -> bool:
         return callable(getattr(m, "group_matcher", None)) and callable(
             getattr(m, "get_classifier", None)
@@ -354,8 +362,10 @@ def finetuning_groups(model: nn.Module, *, coarse: bool = True) -> list[tuple[st
     """
     head = classifier_parameter_names(model)
     head_set = set(head)
-    groups = [(name, [n for n in names if n not in head_set]) for name, names in
-              layer_groups(model, coarse=coarse)]
+    groups = [
+        (name, [n for n in names if n not in head_set])
+        for name, names in layer_groups(model, coarse=coarse)
+    ]
     _, last = groups.pop()
     groups = [(name, names) for name, names in groups if names]
     return [*groups, ("head", [*last, *head])]

@@ -13,9 +13,24 @@ from lightning_tune.cli import build_parser, main
 def test_demo_runs_as_a_subprocess_and_prints_metrics(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "lightning_tune.cli", "demo", "--epochs", "1",
-         "--limit-train-batches", "5", "--quiet", "--output-dir", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "lightning_tune.cli",
+            "demo",
+            "--epochs",
+            "1",
+            "--limit-train-batches",
+            "5",
+            "--quiet",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Final metrics" in proc.stdout

@@ -7,13 +7,19 @@ from lightning_tune._compat import check_pytorch_lightning
 
 
 def test_objects_from_the_unified_package_are_named_as_such():
-    lightning = pytest.importorskip("lightning", reason="the unified `lightning` package is not installed")
-    with pytest.raises(TypeError, match=r"`callbacks\[0\]` is a lightning\.pytorch.*cannot be mixed"):
+    lightning = pytest.importorskip(
+        "lightning", reason="the unified `lightning` package is not installed"
+    )
+    with pytest.raises(
+        TypeError, match=r"`callbacks\[0\]` is a lightning\.pytorch.*cannot be mixed"
+    ):
         check_pytorch_lightning(lightning.pytorch.Callback(), "callbacks[0]", "callback")
 
 
 def test_other_types_are_refused_plainly():
-    with pytest.raises(TypeError, match=r"`module` must be a pytorch_lightning.LightningModule, but got int"):
+    with pytest.raises(
+        TypeError, match=r"`module` must be a pytorch_lightning.LightningModule, but got int"
+    ):
         check_pytorch_lightning(3, "module", "module")
     check_pytorch_lightning(pl.Callback(), "callbacks[0]", "callback")
 
@@ -29,7 +35,9 @@ def test_other_types_are_refused_plainly():
     ],
 )
 def test_our_callbacks_in_a_unified_lightning_trainer_fail_with_the_fix(make, tmp_path):
-    lightning = pytest.importorskip("lightning", reason="the unified `lightning` package is not installed")
+    lightning = pytest.importorskip(
+        "lightning", reason="the unified `lightning` package is not installed"
+    )
     import torch
 
     import lightning_tune.callbacks as cb
@@ -51,10 +59,18 @@ def test_our_callbacks_in_a_unified_lightning_trainer_fail_with_the_fix(make, tm
 
     callback = make(cb)
     trainer = lightning.pytorch.Trainer(
-        callbacks=[callback], max_steps=1, logger=False, enable_progress_bar=False,
-        enable_checkpointing=False, enable_model_summary=False,
-        default_root_dir=str(tmp_path), accelerator="cpu",
+        callbacks=[callback],
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        accelerator="cpu",
     )
-    with pytest.raises(TypeError, match=f"{type(callback).__name__} is a `pytorch_lightning` "
-                                        r"callback.*pl\.Trainer"):
+    with pytest.raises(
+        TypeError,
+        match=f"{type(callback).__name__} is a `pytorch_lightning` "
+        r"callback.*pl\.Trainer",
+    ):
         trainer.fit(UnifiedModule())

@@ -82,7 +82,11 @@ def test_sgd_with_momentum_and_hyperparameters_round_trip(tmp_path, trainer_kwar
         ({"lr": 0.0}, ValueError, r"`lr` must be > 0, but got lr=0.0"),
         ({"lr": -1e-3}, ValueError, r"`lr` must be > 0"),
         ({"lr": "fast"}, TypeError, "`lr` must be a number"),
-        ({"optimizer": "lamb"}, ValueError, r"`optimizer` must be one of \['adam', 'adamw', 'sgd'\]"),
+        (
+            {"optimizer": "lamb"},
+            ValueError,
+            r"`optimizer` must be one of \['adam', 'adamw', 'sgd'\]",
+        ),
         ({"layer_decay": 1.5}, ValueError, r"`layer_decay` must be in \(0, 1\]"),
         ({"weight_decay": -0.1}, ValueError, "weight_decay"),
         ({"model_name": "resnet_18"}, ValueError, "Did you mean"),

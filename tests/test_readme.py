@@ -10,7 +10,7 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 def _block_after(heading: str) -> str:
     text = README.read_text()
-    section = text[text.index(heading):]
+    section = text[text.index(heading) :]
     match = re.search(r"```python\n(.*?)```", section, re.S)
     assert match, f"no python block after {heading!r}"
     return match.group(1)
@@ -38,5 +38,10 @@ def test_callbacks_at_a_glance_runs(tmp_path, monkeypatch):
     trainer = namespace["trainer"]
     assert trainer.current_epoch == 3
     names = {type(cb).__name__ for cb in trainer.callbacks}
-    assert {"LRSchedule", "GradientClipping", "LabelSmoothing", "EarlyStopping",
-            "LayerFreezing"} <= names
+    assert {
+        "LRSchedule",
+        "GradientClipping",
+        "LabelSmoothing",
+        "EarlyStopping",
+        "LayerFreezing",
+    } <= names

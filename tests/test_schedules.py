@@ -65,8 +65,12 @@ def test_warmup_reaches_peak_exactly_and_hands_over_without_jump(mode):
     assert all(a < b for a, b in itertools.pairwise(values[:8]))
     assert values[7:] == [1.0, 1.0, 1.0]
     # composed with a main schedule: step == warmup is the main schedule's first value (1.0)
-    composed = [schedule_factor(t, Cosine(), total=20, warmup_steps=7, warmup_start_factor=start,
-                                warmup_mode=mode) for t in range(20)]
+    composed = [
+        schedule_factor(
+            t, Cosine(), total=20, warmup_steps=7, warmup_start_factor=start, warmup_mode=mode
+        )
+        for t in range(20)
+    ]
     assert composed[7] == 1.0
     assert composed[6] < 1.0 and composed[8] < 1.0
 
@@ -76,21 +80,24 @@ def test_warmup_of_one_step_does_not_divide_by_zero():
 
 
 # ------------------------------------------------------------------------ closed forms
-@pytest.mark.parametrize(("schedule", "step", "total", "expected"), [
-    (Constant(), 123, None, 1.0),
-    (Cosine(min_factor=0.2), 0, 10, 1.0),
-    (Cosine(min_factor=0.2), 10, 10, 0.2),
-    (Cosine(min_factor=0.2), 15, 10, 0.2),
-    (Linear(end_factor=0.5), 10, 10, 0.5),
-    (Linear(), 3, 4, 0.25),
-    (Polynomial(power=2.0, end_factor=0.1), 10, 10, 0.1),
-    (Polynomial(power=0.5), 3, 4, 0.5),
-    (Exponential(gamma=0.9), 2, None, 0.81),
-    (Step(step_size=3, gamma=0.5), 2, None, 1.0),
-    (Step(step_size=3, gamma=0.5), 3, None, 0.5),
-    (MultiStep(milestones=(2, 5), gamma=0.1), 4, None, 0.1),
-    (MultiStep(milestones=(2, 5), gamma=0.1), 5, None, 0.01),
-])
+@pytest.mark.parametrize(
+    ("schedule", "step", "total", "expected"),
+    [
+        (Constant(), 123, None, 1.0),
+        (Cosine(min_factor=0.2), 0, 10, 1.0),
+        (Cosine(min_factor=0.2), 10, 10, 0.2),
+        (Cosine(min_factor=0.2), 15, 10, 0.2),
+        (Linear(end_factor=0.5), 10, 10, 0.5),
+        (Linear(), 3, 4, 0.25),
+        (Polynomial(power=2.0, end_factor=0.1), 10, 10, 0.1),
+        (Polynomial(power=0.5), 3, 4, 0.5),
+        (Exponential(gamma=0.9), 2, None, 0.81),
+        (Step(step_size=3, gamma=0.5), 2, None, 1.0),
+        (Step(step_size=3, gamma=0.5), 3, None, 0.5),
+        (MultiStep(milestones=(2, 5), gamma=0.1), 4, None, 0.1),
+        (MultiStep(milestones=(2, 5), gamma=0.1), 5, None, 0.01),
+    ],
+)
 def test_closed_forms(schedule, step, total, expected):
     assert schedule(step, total) == pytest.approx(expected, rel=1e-12)
 
@@ -118,38 +125,65 @@ def test_needs_total_raises_with_the_fix():
 
 
 # --------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize(("factory", "error", "match"), [
-    (lambda: make_schedule("cosinus"), ValueError,
-     r"`schedule` must be one of \['constant', 'cosine'.*'one_cycle'\], but got schedule='cosinus'"),
-    (lambda: make_schedule("cosine", gamma=0.5), TypeError, r"unexpected argument\(s\) \['gamma'\]"),
-    (lambda: make_schedule("step"), ValueError, r"needs \['step_size'\]"),
-    (lambda: Cyclic(step_size_up=0), ValueError, "`step_size_up` must be a positive number"),
-    (lambda: Cyclic(step_size_up=2.5), TypeError, "`step_size_up` must be an int"),
-    (lambda: Cyclic(mode="triangle"), ValueError,
-     r"`mode` must be one of \['triangular', 'triangular2', 'exp_range'\]"),
-    (lambda: Cyclic(base_factor=1.5), ValueError, "max_lr must be >= base_lr"),
-    (lambda: Cosine(min_factor=-0.1), ValueError, r"`min_factor` must be in \[0, 1\]"),
-    (lambda: Cosine(min_factor="0.1"), TypeError, "`min_factor` must be a number"),
-    (lambda: Exponential(gamma=-0.5), ValueError, r"`gamma` must be in \(0, 1\]"),
-    (lambda: Step(step_size=-1), ValueError, "step_size=-1"),
-    (lambda: MultiStep(milestones=(5, 2)), ValueError, "strictly increasing"),
-    (lambda: CosineRestarts(period=0), ValueError, "period=0"),
-    (lambda: CosineRestarts(period=5, period_mult=0.5), ValueError, "`period_mult` must be >= 1"),
-    (lambda: CosineRestarts(period=5, k_decay=0), ValueError, "`k_decay` must be > 0"),
-    (lambda: OneCycleSchedule(pct_start=0.6, three_phase=True), ValueError,
-     r"pct_start.*\(0, 0.5\) with three_phase=True"),
-    (lambda: OneCycleSchedule(anneal="cosine"), ValueError, r"`anneal` must be one of \['cos', 'linear'\]"),
-    (lambda: OneCycleSchedule(div_factor=-2), ValueError, "`div_factor` must be >= 1"),
-    (lambda: Polynomial(power=0), ValueError, "`power` must be > 0"),
-])
+@pytest.mark.parametrize(
+    ("factory", "error", "match"),
+    [
+        (
+            lambda: make_schedule("cosinus"),
+            ValueError,
+            r"`schedule` must be one of \['constant', 'cosine'.*'one_cycle'\], but got schedule='cosinus'",
+        ),
+        (
+            lambda: make_schedule("cosine", gamma=0.5),
+            TypeError,
+            r"unexpected argument\(s\) \['gamma'\]",
+        ),
+        (lambda: make_schedule("step"), ValueError, r"needs \['step_size'\]"),
+        (lambda: Cyclic(step_size_up=0), ValueError, "`step_size_up` must be a positive number"),
+        (lambda: Cyclic(step_size_up=2.5), TypeError, "`step_size_up` must be an int"),
+        (
+            lambda: Cyclic(mode="triangle"),
+            ValueError,
+            r"`mode` must be one of \['triangular', 'triangular2', 'exp_range'\]",
+        ),
+        (lambda: Cyclic(base_factor=1.5), ValueError, "max_lr must be >= base_lr"),
+        (lambda: Cosine(min_factor=-0.1), ValueError, r"`min_factor` must be in \[0, 1\]"),
+        (lambda: Cosine(min_factor="0.1"), TypeError, "`min_factor` must be a number"),
+        (lambda: Exponential(gamma=-0.5), ValueError, r"`gamma` must be in \(0, 1\]"),
+        (lambda: Step(step_size=-1), ValueError, "step_size=-1"),
+        (lambda: MultiStep(milestones=(5, 2)), ValueError, "strictly increasing"),
+        (lambda: CosineRestarts(period=0), ValueError, "period=0"),
+        (
+            lambda: CosineRestarts(period=5, period_mult=0.5),
+            ValueError,
+            "`period_mult` must be >= 1",
+        ),
+        (lambda: CosineRestarts(period=5, k_decay=0), ValueError, "`k_decay` must be > 0"),
+        (
+            lambda: OneCycleSchedule(pct_start=0.6, three_phase=True),
+            ValueError,
+            r"pct_start.*\(0, 0.5\) with three_phase=True",
+        ),
+        (
+            lambda: OneCycleSchedule(anneal="cosine"),
+            ValueError,
+            r"`anneal` must be one of \['cos', 'linear'\]",
+        ),
+        (lambda: OneCycleSchedule(div_factor=-2), ValueError, "`div_factor` must be >= 1"),
+        (lambda: Polynomial(power=0), ValueError, "`power` must be > 0"),
+    ],
+)
 def test_bad_arguments(factory, error, match):
     with pytest.raises(error, match=match):
         factory()
 
 
 def test_every_schedule_name_is_constructible_with_its_required_arguments():
-    required = {"step": {"step_size": 2}, "multistep": {"milestones": [2]},
-                "cosine_restarts": {"period": 3}}
+    required = {
+        "step": {"step_size": 2},
+        "multistep": {"milestones": [2]},
+        "cosine_restarts": {"period": 3},
+    }
     for name in SCHEDULES:
         schedule = make_schedule(name, **required.get(name, {}))
         # every main schedule starts at the peak, except the two that start low like torch's
@@ -162,8 +196,14 @@ def test_every_schedule_name_is_constructible_with_its_required_arguments():
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_cyclic_matches_torch_cycliclr(mode, optimizer):
     kwargs = {"step_size_up": 5, "step_size_down": 3, "mode": mode, "gamma": 0.97}
-    torch_sched = lr_scheduler.CyclicLR(_optimizer(optimizer), base_lr=0.01, max_lr=0.1,
-                                        base_momentum=0.8, max_momentum=0.9, **kwargs)
+    torch_sched = lr_scheduler.CyclicLR(
+        _optimizer(optimizer),
+        base_lr=0.01,
+        max_lr=0.1,
+        base_momentum=0.8,
+        max_momentum=0.9,
+        **kwargs,
+    )
     theirs, their_moms = _torch_lrs(torch_sched, 40, momentum=True)
     ours = CyclicLR(base_lr=0.01, max_lr=0.1, **kwargs)
     _close(ours.preview(40), theirs)
@@ -173,10 +213,15 @@ def test_cyclic_matches_torch_cycliclr(mode, optimizer):
 @pytest.mark.parametrize("three_phase", [False, True])
 @pytest.mark.parametrize("anneal", ["cos", "linear"])
 def test_one_cycle_matches_torch_onecyclelr(three_phase, anneal):
-    kwargs = {"pct_start": 0.3, "div_factor": 20.0, "final_div_factor": 50.0,
-              "three_phase": three_phase}
-    torch_sched = lr_scheduler.OneCycleLR(_optimizer("adam"), max_lr=0.5, total_steps=37,
-                                          anneal_strategy=anneal, **kwargs)
+    kwargs = {
+        "pct_start": 0.3,
+        "div_factor": 20.0,
+        "final_div_factor": 50.0,
+        "three_phase": three_phase,
+    }
+    torch_sched = lr_scheduler.OneCycleLR(
+        _optimizer("adam"), max_lr=0.5, total_steps=37, anneal_strategy=anneal, **kwargs
+    )
     theirs, their_moms = _torch_lrs(torch_sched, 37, momentum=True)
     ours = OneCycle(max_lr=0.5, anneal=anneal, **kwargs)
     _close(ours.preview(37), theirs)
@@ -186,8 +231,9 @@ def test_one_cycle_matches_torch_onecyclelr(three_phase, anneal):
 
 @pytest.mark.parametrize(("t_0", "t_mult", "eta_min"), [(5, 1, 0.0), (4, 2, 0.001), (3, 3, 0.01)])
 def test_cosine_restarts_matches_torch_warm_restarts(t_0, t_mult, eta_min):
-    torch_sched = lr_scheduler.CosineAnnealingWarmRestarts(_optimizer(), T_0=t_0, T_mult=t_mult,
-                                                           eta_min=eta_min)
+    torch_sched = lr_scheduler.CosineAnnealingWarmRestarts(
+        _optimizer(), T_0=t_0, T_mult=t_mult, eta_min=eta_min
+    )
     theirs = _torch_lrs(torch_sched, 60)
     ours = LRSchedule("cosine_restarts", period=t_0, period_mult=t_mult, min_factor=eta_min / LR)
     _close(ours.preview(60, lr=LR), theirs)
@@ -197,41 +243,64 @@ def test_cosine_restarts_matches_torch_warm_restarts(t_0, t_mult, eta_min):
 def test_linear_warmup_then_cosine_matches_torch_sequentiallr(start_factor, eta_min):
     warmup, total = 6, 30
     optimizer = _optimizer()
-    torch_sched = lr_scheduler.SequentialLR(optimizer, [
-        lr_scheduler.LinearLR(optimizer, start_factor=start_factor, total_iters=warmup),
-        lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=eta_min),
-    ], milestones=[warmup])
+    torch_sched = lr_scheduler.SequentialLR(
+        optimizer,
+        [
+            lr_scheduler.LinearLR(optimizer, start_factor=start_factor, total_iters=warmup),
+            lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=eta_min),
+        ],
+        milestones=[warmup],
+    )
     theirs = _torch_lrs(torch_sched, total)
-    ours = LRSchedule("cosine", warmup=warmup, warmup_start_factor=start_factor,
-                      min_factor=eta_min / LR)
+    ours = LRSchedule(
+        "cosine", warmup=warmup, warmup_start_factor=start_factor, min_factor=eta_min / LR
+    )
     _close(ours.preview(total, lr=LR), theirs, rel=1e-10)
 
 
 # -------------------------------------------------------------------- parity: timm
-@pytest.mark.parametrize(("cycle_mul", "cycle_decay", "cycle_limit", "k_decay"), [
-    (1.0, 1.0, 1, 1.0),
-    (1.0, 0.5, 3, 1.0),
-    (2.0, 0.8, 4, 1.0),
-    (1.5, 0.9, 5, 1.5),
-    (1.0, 1.0, 2, 0.7),
-])
-def test_cosine_restarts_matches_timm_cosine_with_warmup_prefix(cycle_mul, cycle_decay,
-                                                                cycle_limit, k_decay):
+@pytest.mark.parametrize(
+    ("cycle_mul", "cycle_decay", "cycle_limit", "k_decay"),
+    [
+        (1.0, 1.0, 1, 1.0),
+        (1.0, 0.5, 3, 1.0),
+        (2.0, 0.8, 4, 1.0),
+        (1.5, 0.9, 5, 1.5),
+        (1.0, 1.0, 2, 0.7),
+    ],
+)
+def test_cosine_restarts_matches_timm_cosine_with_warmup_prefix(
+    cycle_mul, cycle_decay, cycle_limit, k_decay
+):
     t_initial, warmup_t, warmup_lr_init, lr_min, total = 8, 4, 0.001, 0.002, 80
     optimizer = _optimizer()
     optimizer.param_groups[0]["lr_scale"] = 0.5
     timm_sched = CosineLRScheduler(
-        optimizer, t_initial=t_initial, lr_min=lr_min, cycle_mul=cycle_mul,
-        cycle_decay=cycle_decay, cycle_limit=cycle_limit, warmup_t=warmup_t,
-        warmup_lr_init=warmup_lr_init, warmup_prefix=True, t_in_epochs=False, k_decay=k_decay,
+        optimizer,
+        t_initial=t_initial,
+        lr_min=lr_min,
+        cycle_mul=cycle_mul,
+        cycle_decay=cycle_decay,
+        cycle_limit=cycle_limit,
+        warmup_t=warmup_t,
+        warmup_lr_init=warmup_lr_init,
+        warmup_prefix=True,
+        t_in_epochs=False,
+        k_decay=k_decay,
     )
     theirs = []
     for t in range(total):
         timm_sched.step_update(t)
         theirs.append(optimizer.param_groups[0]["lr"])
     ours = LRSchedule(
-        "cosine_restarts", warmup=warmup_t, warmup_start_lr=warmup_lr_init, period=t_initial,
-        period_mult=cycle_mul, decay=cycle_decay, cycle_limit=cycle_limit, k_decay=k_decay,
+        "cosine_restarts",
+        warmup=warmup_t,
+        warmup_start_lr=warmup_lr_init,
+        period=t_initial,
+        period_mult=cycle_mul,
+        decay=cycle_decay,
+        cycle_limit=cycle_limit,
+        k_decay=k_decay,
         min_factor=lr_min / LR,
     )
     _close([0.5 * lr for lr in ours.preview(total, lr=LR)], theirs, rel=1e-10)
@@ -240,8 +309,14 @@ def test_cosine_restarts_matches_timm_cosine_with_warmup_prefix(cycle_mul, cycle
 def test_plain_cosine_matches_timm_single_cycle():
     warmup_t, total = 5, 50
     optimizer = _optimizer()
-    timm_sched = CosineLRScheduler(optimizer, t_initial=total - warmup_t, lr_min=0.0,
-                                   warmup_t=warmup_t, warmup_prefix=True, t_in_epochs=False)
+    timm_sched = CosineLRScheduler(
+        optimizer,
+        t_initial=total - warmup_t,
+        lr_min=0.0,
+        warmup_t=warmup_t,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
     theirs = []
     for t in range(total):
         timm_sched.step_update(t)
@@ -252,8 +327,9 @@ def test_plain_cosine_matches_timm_single_cycle():
 def test_timm_default_warmup_never_reaches_the_peak_but_ours_does():
     warmup_t, total = 5, 50
     optimizer = _optimizer()
-    timm_sched = CosineLRScheduler(optimizer, t_initial=total, warmup_t=warmup_t,
-                                   t_in_epochs=False)  # warmup_prefix=False, timm's default
+    timm_sched = CosineLRScheduler(
+        optimizer, t_initial=total, warmup_t=warmup_t, t_in_epochs=False
+    )  # warmup_prefix=False, timm's default
     timm_peak = 0.0
     for t in range(total):
         timm_sched.step_update(t)
@@ -264,7 +340,13 @@ def test_timm_default_warmup_never_reaches_the_peak_but_ours_does():
 
 def test_custom_schedule_object_drives_the_callback():
     assert LRSchedule(Step(step_size=2, gamma=0.5), warmup=2).preview(6) == [
-        0.0, 0.5, 1.0, 1.0, 0.5, 0.5]
+        0.0,
+        0.5,
+        1.0,
+        1.0,
+        0.5,
+        0.5,
+    ]
     with pytest.raises(TypeError, match=r"schedule arguments \['gamma'\] are only accepted"):
         LRSchedule(Step(step_size=2), gamma=0.5)
 

@@ -24,12 +24,22 @@ def pretrained(tmp_path_factory):
     pl.seed_everything(0, verbose=False)
     dm = DigitsDataModule(image_size=16, classes=[0, 1, 2, 3, 4], batch_size=32)
     module = TimmClassifier("test_resnet", num_classes=5, lr=3e-3)
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=8, limit_val_batches=0,
-                         accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=str(root))
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=8,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+    )
     trainer.fit(module, datamodule=dm)
-    paths = {"pth": root / "weights.pth", "safetensors": root / "weights.safetensors",
-             "ckpt": root / "module.ckpt"}
+    paths = {
+        "pth": root / "weights.pth",
+        "safetensors": root / "weights.safetensors",
+        "ckpt": root / "module.ckpt",
+    }
     state = {k: v.contiguous() for k, v in module.model.state_dict().items()}
     torch.save(state, paths["pth"])
     save_file(state, str(paths["safetensors"]))
@@ -60,7 +70,9 @@ def test_other_head_size_is_reinitialised_with_a_message(pretrained, caplog):
 
 def test_weights_of_another_architecture_name_the_mismatched_keys(pretrained):
     _, paths = pretrained
-    with pytest.raises(ValueError, match=r"does not fit `model_name='test_efficientnet'`.*missing keys.*conv_stem"):
+    with pytest.raises(
+        ValueError, match=r"does not fit `model_name='test_efficientnet'`.*missing keys.*conv_stem"
+    ):
         create_model("test_efficientnet", num_classes=5, pretrained=paths["pth"])
 
 
@@ -85,7 +97,9 @@ def test_unknown_model_suggests_close_names():
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5])
 def test_num_classes_must_be_positive(bad):
-    with pytest.raises(ValueError, match=f"`num_classes` must be an int >= 1, but got num_classes={bad}"):
+    with pytest.raises(
+        ValueError, match=f"`num_classes` must be an int >= 1, but got num_classes={bad}"
+    ):
         create_model("test_resnet", num_classes=bad)
 
 
@@ -106,4 +120,6 @@ def test_layer_groups_cover_every_parameter_once_stem_first_head_last(name, kwar
     assert len(groups) >= 3
     assert set(head) <= set(groups[-1][1])
     first = groups[0][1][0]
-    assert any(first.startswith(p) for p in ("conv1", "conv_stem", "stem", "cls_token", "pos_embed"))
+    assert any(
+        first.startswith(p) for p in ("conv1", "conv_stem", "stem", "cls_token", "pos_embed")
+    )

@@ -216,16 +216,21 @@ class EarlyStopping(_LightningEarlyStopping):
         if not self.restore_best_weights or self.restore_from == "memory":
             return
         matching = [
-            cb for cb in trainer.checkpoint_callbacks
-            if isinstance(cb, ModelCheckpoint) and cb.monitor == self.monitor
-            and cb.mode == self.mode and cb.save_top_k != 0
+            cb
+            for cb in trainer.checkpoint_callbacks
+            if isinstance(cb, ModelCheckpoint)
+            and cb.monitor == self.monitor
+            and cb.mode == self.mode
+            and cb.save_top_k != 0
         ]
         same_rule = self.smoothing == 0 and self.min_delta == 0 and self.start_from_epoch == 0
         if matching and (same_rule or self.restore_from == "checkpoint"):
             self._checkpoint = matching[0]
         elif self.restore_from == "checkpoint":
-            found = [f"ModelCheckpoint(monitor={cb.monitor!r}, mode={getattr(cb, 'mode', '?')!r})"
-                     for cb in trainer.checkpoint_callbacks]
+            found = [
+                f"ModelCheckpoint(monitor={cb.monitor!r}, mode={getattr(cb, 'mode', '?')!r})"
+                for cb in trainer.checkpoint_callbacks
+            ]
             raise ValueError(
                 f"EarlyStopping(restore_from='checkpoint') needs a ModelCheckpoint with "
                 f"monitor={self.monitor!r}, mode={self.mode!r} and save_top_k != 0, but the "
@@ -274,14 +279,18 @@ class EarlyStopping(_LightningEarlyStopping):
             self._warned_missing = True
         return None
 
-    def _check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, at_epoch_end: bool) -> None:
+    def _check(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, at_epoch_end: bool
+    ) -> None:
         current = self._metric(trainer)
         if current is None or trainer.current_epoch < self.start_from_epoch:
             return
         value = current
         if self.smoothing and math.isfinite(current):
             prev = self.smoothed
-            value = current if prev is None else self.smoothing * prev + (1 - self.smoothing) * current
+            value = (
+                current if prev is None else self.smoothing * prev + (1 - self.smoothing) * current
+            )
             self.smoothed = value
         stop, reason, message = self._evaluate(current, value)
         if message is None:  # improved
@@ -292,12 +301,15 @@ class EarlyStopping(_LightningEarlyStopping):
                     k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()
                 }
             if self.verbose:
-                log.info(f"EarlyStopping: {self.monitor} improved to {value:.6g} "
-                         f"at epoch {trainer.current_epoch}")
+                log.info(
+                    f"EarlyStopping: {self.monitor} improved to {value:.6g} "
+                    f"at epoch {trainer.current_epoch}"
+                )
             return
         completed = trainer.current_epoch + int(at_epoch_end)
         allowed = completed >= (trainer.min_epochs or 0) and trainer.global_step >= (
-            trainer.min_steps or 0)
+            trainer.min_steps or 0
+        )
         stop = trainer.strategy.reduce_boolean_decision(stop and allowed, all=False)
         if stop:
             trainer.should_stop = True
@@ -307,23 +319,40 @@ class EarlyStopping(_LightningEarlyStopping):
             if self.verbose:
                 log.info(f"EarlyStopping: {message}")
 
-    def _evaluate(self, current: float, value: float) -> tuple[bool, EarlyStoppingReason, str | None]:
+    def _evaluate(
+        self, current: float, value: float
+    ) -> tuple[bool, EarlyStoppingReason, str | None]:
         """Return (stop, reason, message); ``message`` is None when the metric improved."""
         name, sym = self.monitor, self._symbol
         best = f"{self.best_score:.6g}" + (
-            f" at epoch {self.best_epoch}" if self.best_epoch is not None else "")
+            f" at epoch {self.best_epoch}" if self.best_epoch is not None else ""
+        )
         if self.check_finite and not math.isfinite(current):
-            return True, EarlyStoppingReason.NON_FINITE_METRIC, (
-                f"{name} = {current} is not finite; best was {best}. Stopping.")
+            return (
+                True,
+                EarlyStoppingReason.NON_FINITE_METRIC,
+                (f"{name} = {current} is not finite; best was {best}. Stopping."),
+            )
         if self.stopping_threshold is not None and self._better(current, self.stopping_threshold):
-            return True, EarlyStoppingReason.STOPPING_THRESHOLD, (
-                f"stopping threshold reached: {name} = {current:.6g} {sym} "
-                f"{self.stopping_threshold:.6g}. Stopping.")
+            return (
+                True,
+                EarlyStoppingReason.STOPPING_THRESHOLD,
+                (
+                    f"stopping threshold reached: {name} = {current:.6g} {sym} "
+                    f"{self.stopping_threshold:.6g}. Stopping."
+                ),
+            )
         if self.divergence_threshold is not None and self._better(
-                self.divergence_threshold, current):
-            return True, EarlyStoppingReason.DIVERGENCE_THRESHOLD, (
-                f"divergence threshold reached: {name} = {current:.6g} is worse than "
-                f"{self.divergence_threshold:.6g}. Stopping.")
+            self.divergence_threshold, current
+        ):
+            return (
+                True,
+                EarlyStoppingReason.DIVERGENCE_THRESHOLD,
+                (
+                    f"divergence threshold reached: {name} = {current:.6g} is worse than "
+                    f"{self.divergence_threshold:.6g}. Stopping."
+                ),
+            )
         margin = 0.0
         if math.isfinite(self.best_score):
             margin = DELTA_MODES[self.min_delta_mode](self.min_delta, self.best_score)
@@ -333,10 +362,15 @@ class EarlyStopping(_LightningEarlyStopping):
         self.wait_count += 1
         stop = self.wait_count >= self.patience
         smoothed = " (smoothed)" if self.smoothing else ""
-        return stop, EarlyStoppingReason.PATIENCE_EXHAUSTED, (
-            f"{name}{smoothed} did not improve in the last {self.wait_count} checks "
-            f"(patience={self.patience}, min_delta={self.min_delta} {self.min_delta_mode}); "
-            f"best was {best}. Stopping.")
+        return (
+            stop,
+            EarlyStoppingReason.PATIENCE_EXHAUSTED,
+            (
+                f"{name}{smoothed} did not improve in the last {self.wait_count} checks "
+                f"(patience={self.patience}, min_delta={self.min_delta} {self.min_delta_mode}); "
+                f"best was {best}. Stopping."
+            ),
+        )
 
     # -------------------------------------------------------------------------------- restore
     def _restore(self, pl_module: pl.LightningModule) -> None:
@@ -345,14 +379,16 @@ class EarlyStopping(_LightningEarlyStopping):
             if not path or not os.path.exists(path):
                 rank_zero_warn(
                     f"EarlyStopping(restore_best_weights=True): the ModelCheckpoint has no best "
-                    f"checkpoint ({path!r}); the module keeps its last weights.")
+                    f"checkpoint ({path!r}); the module keeps its last weights."
+                )
                 return
             checkpoint = torch.load(path, map_location="cpu", weights_only=False)
             epoch = checkpoint.get("epoch")
             if epoch != self.best_epoch:
                 rank_zero_warn(
                     f"EarlyStopping: the best checkpoint {path!r} is from epoch {epoch}, but the "
-                    f"best check was at epoch {self.best_epoch}; restoring the checkpoint.")
+                    f"best check was at epoch {self.best_epoch}; restoring the checkpoint."
+                )
             pl_module.load_state_dict(checkpoint["state_dict"])
             self.restored_epoch = epoch
         elif self._best_weights is not None:
@@ -389,6 +425,7 @@ class EarlyStopping(_LightningEarlyStopping):
         self.smoothed = state_dict.get("smoothed")
         self.stopped_epoch = int(state_dict.get("stopped_epoch", 0))
         self.stopping_reason = EarlyStoppingReason(
-            state_dict.get("stopping_reason", EarlyStoppingReason.NOT_STOPPED.value))
+            state_dict.get("stopping_reason", EarlyStoppingReason.NOT_STOPPED.value)
+        )
         self.stopping_reason_message = state_dict.get("stopping_reason_message")
         self._best_weights = state_dict.get("best_weights")

@@ -175,31 +175,43 @@ class LayerFreezing(Callback):
         if not 0 < lr_decay <= 1:
             raise ValueError(f"`lr_decay` must be in (0, 1], but got {lr_decay=}")
         for name, value in (("lr", lr), ("weight_decay", weight_decay)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
                 raise TypeError(f"`{name}` must be a float or None, but got {name}={value!r}")
         if lr is not None and not lr > 0:
             raise ValueError(f"`lr` must be > 0 or None, but got {lr=}")
         if weight_decay is not None and weight_decay < 0:
             raise ValueError(f"`weight_decay` must be >= 0 or None, but got {weight_decay=}")
-        for name, flag in (("train_bn", train_bn), ("coarse", coarse),
-                           ("verify_frozen", verify_frozen)):
+        for name, flag in (
+            ("train_bn", train_bn),
+            ("coarse", coarse),
+            ("verify_frozen", verify_frozen),
+        ):
             if not isinstance(flag, bool):
                 raise TypeError(f"`{name}` must be a bool, but got {name}={flag!r}")
         if groups is not None:
-            if isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence) or len(groups) < 2:
+            if (
+                isinstance(groups, (str, bytes))
+                or not isinstance(groups, Sequence)
+                or len(groups) < 2
+            ):
                 raise ValueError(
                     "`groups` must be a list of at least 2 entries (bottom to top, head last), "
                     f"each a module name, a regex or a list of those, but got {groups=!r}"
                 )
             groups = [[g] if isinstance(g, str) else list(g) for g in groups]
             if any(not entry or not all(isinstance(x, str) for x in entry) for entry in groups):
-                raise TypeError(f"`groups` entries must be str or non-empty lists of str: {groups!r}")
+                raise TypeError(
+                    f"`groups` entries must be str or non-empty lists of str: {groups!r}"
+                )
         if groups is not None and model_attribute is not None:
             raise ValueError("pass either `groups` or `model_attribute`, not both")
 
         self.strategy: str = strategy
-        self.unfreeze_at_epoch = (1 if unfreeze_at_epoch is None and strategy != "none"
-                                  else unfreeze_at_epoch)
+        self.unfreeze_at_epoch = (
+            1 if unfreeze_at_epoch is None and strategy != "none" else unfreeze_at_epoch
+        )
         self.unfreeze_every = unfreeze_every
         self.groups_per_step = groups_per_step
         self.milestones: list[int] | None = list(milestones) if milestones is not None else None
@@ -229,7 +241,8 @@ class LayerFreezing(Callback):
         self._thawed_bn: list[nn.Module] = []
         # Lightning reads state_key around every hook call of every step: build it once.
         self._state_key = self._generate_state_key(
-            strategy=self.strategy, coarse=self.coarse, keep_frozen=self.keep_frozen)
+            strategy=self.strategy, coarse=self.coarse, keep_frozen=self.keep_frozen
+        )
 
     @property
     @override
@@ -270,8 +283,10 @@ class LayerFreezing(Callback):
         """
         _int("epochs", epochs, 1)
         self._resolve_groups(pl_module)
-        return [(epoch, [self._groups[i][0] for i in sorted(self._target(epoch), reverse=True)])
-                for epoch in range(epochs)]
+        return [
+            (epoch, [self._groups[i][0] for i in sorted(self._target(epoch), reverse=True)])
+            for epoch in range(epochs)
+        ]
 
     def schedule(self) -> list[tuple[int, list[str]]]:
         """``(epoch, group names)`` of each unfreeze step (resolved in ``setup``)."""
@@ -282,8 +297,10 @@ class LayerFreezing(Callback):
         if self.group_spec is None:
             prefix, model = find_timm_model(pl_module, self.model_attribute)
             dot = f"{prefix}." if prefix else ""
-            groups = [(name, [dot + n for n in names])
-                      for name, names in finetuning_groups(model, coarse=self.coarse)]
+            groups = [
+                (name, [dot + n for n in names])
+                for name, names in finetuning_groups(model, coarse=self.coarse)
+            ]
             no_wd = getattr(model, "no_weight_decay", None)
             self._no_weight_decay = {dot + n for n in (no_wd() if callable(no_wd) else ())}
         else:
@@ -311,8 +328,10 @@ class LayerFreezing(Callback):
                     try:
                         pattern = re.compile(item)
                     except re.error as err:
-                        raise ValueError(f"`groups[{i}]`: {item!r} is neither a module name "
-                                         f"nor a valid regex ({err})") from err
+                        raise ValueError(
+                            f"`groups[{i}]`: {item!r} is neither a module name "
+                            f"nor a valid regex ({err})"
+                        ) from err
                     found = [n for n in params if pattern.match(n)]
                     if not found:
                         raise ValueError(
@@ -339,13 +358,16 @@ class LayerFreezing(Callback):
         if self.strategy == "freeze_then_unfreeze":
             assert self.unfreeze_at_epoch is not None
             return [(self.unfreeze_at_epoch, order)]
-        chunks = [order[i:i + self.groups_per_step]
-                  for i in range(0, len(order), self.groups_per_step)]
+        chunks = [
+            order[i : i + self.groups_per_step] for i in range(0, len(order), self.groups_per_step)
+        ]
         if self.milestones is not None:
             return list(zip(self.milestones, chunks))
         assert self.unfreeze_at_epoch is not None
-        return [(self.unfreeze_at_epoch + j * self.unfreeze_every, chunk)
-                for j, chunk in enumerate(chunks)]
+        return [
+            (self.unfreeze_at_epoch + j * self.unfreeze_every, chunk)
+            for j, chunk in enumerate(chunks)
+        ]
 
     def _initial(self) -> set[int]:
         head = len(self._groups) - 1
@@ -415,8 +437,9 @@ class LayerFreezing(Callback):
         self._unfrozen = set(unfrozen)
         # Modes are set in the training hooks: Lightning warns about eval modules at fit start.
         before = {id(m) for m in self._frozen_bn}
-        self._frozen_bn = [m for m, names in self._bn_modules
-                           if not self.train_bn and not names & trainable]
+        self._frozen_bn = [
+            m for m, names in self._bn_modules if not self.train_bn and not names & trainable
+        ]
         now = {id(m) for m in self._frozen_bn}
         self._thawed_bn += [m for m, _ in self._bn_modules if id(m) in before - now]
         self._verify_pending = self.verify_frozen
@@ -427,7 +450,8 @@ class LayerFreezing(Callback):
             if isinstance(module, _BATCH_NORMS):
                 prefix = f"{name}." if name else ""
                 self._bn_modules.append(
-                    (module, {prefix + n for n, _ in module.named_parameters(recurse=False)}))
+                    (module, {prefix + n for n, _ in module.named_parameters(recurse=False)})
+                )
         self._bn_param_names = {n for _, names in self._bn_modules for n in names}
         self._frozen_bn = []
         self._thawed_bn = []
@@ -440,10 +464,14 @@ class LayerFreezing(Callback):
     def _group_of(self) -> dict[str, int]:
         return {n: i for i, (_, names) in enumerate(self._groups) for n in names}
 
-    def _scale_existing_groups(self, pl_module: pl.LightningModule,
-                               optimizer: torch.optim.Optimizer) -> None:
+    def _scale_existing_groups(
+        self, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         """Give the optimizer's own groups ``initial_lr``/``lr_scale`` by depth (fresh runs)."""
-        if any(g.get("lr_scale", 1.0) != 1.0 for g in optimizer.param_groups) and self.lr_decay != 1:
+        if (
+            any(g.get("lr_scale", 1.0) != 1.0 for g in optimizer.param_groups)
+            and self.lr_decay != 1
+        ):
             rank_zero_warn(
                 "LayerFreezing(lr_decay=...) multiplies the `lr_scale` the optimizer's groups "
                 "already have (e.g. TimmClassifier(layer_decay=...)): use one of the two"
@@ -468,7 +496,7 @@ class LayerFreezing(Callback):
                 if len(by_depth) > 1 and "name" in group:
                     new["name"] = f"{group['name']}/depth{depth}"
                 new["initial_lr"] = initial_lr
-                new["lr_scale"] = base_scale * self.lr_decay ** depth
+                new["lr_scale"] = base_scale * self.lr_decay**depth
                 new["lr"] = initial_lr * new["lr_scale"]
                 rebuilt.append(new)
         if len(rebuilt) != len(optimizer.param_groups):
@@ -485,8 +513,9 @@ class LayerFreezing(Callback):
             for group, new in zip(optimizer.param_groups, rebuilt):
                 group.update({k: new[k] for k in ("initial_lr", "lr_scale", "lr")})
 
-    def _head_optimizer(self, trainer: pl.Trainer,
-                        pl_module: pl.LightningModule) -> torch.optim.Optimizer:
+    def _head_optimizer(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> torch.optim.Optimizer:
         """The optimizer that trains the head: unfrozen groups join it (GAN-style setups keep
         their other optimizers untouched)."""
         params = dict(pl_module.named_parameters())
@@ -495,8 +524,9 @@ class LayerFreezing(Callback):
             if any(id(p) in head for g in optimizer.param_groups for p in g["params"]):
                 return optimizer
         if not trainer.optimizers:
-            raise ValueError("LayerFreezing found no optimizer: return one from "
-                             "`configure_optimizers`")
+            raise ValueError(
+                "LayerFreezing found no optimizer: return one from `configure_optimizers`"
+            )
         return trainer.optimizers[0]
 
     def _base_lr(self, optimizer: torch.optim.Optimizer, pl_module: pl.LightningModule) -> float:
@@ -510,22 +540,29 @@ class LayerFreezing(Callback):
         first = optimizer.param_groups[0]
         return float(first.get("initial_lr", first["lr"]))
 
-    def _add_groups(self, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer,
-                    indices: list[int]) -> list[str]:
+    def _add_groups(
+        self, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer, indices: list[int]
+    ) -> list[str]:
         present = {id(p) for g in optimizer.param_groups for p in g["params"]}
         params = dict(pl_module.named_parameters())
         with_names = "param_names" in optimizer.param_groups[0]
         base_lr = self._base_lr(optimizer, pl_module)
         decay = self.weight_decay
         if decay is None:
-            decay = max((float(g.get("weight_decay", 0.0)) for g in optimizer.param_groups),
-                        default=0.0)
+            decay = max(
+                (float(g.get("weight_decay", 0.0)) for g in optimizer.param_groups), default=0.0
+            )
         added: list[str] = []
         for i in indices:
             name, names = self._groups[i]
             chosen = [n for n in names if params[n].requires_grad and id(params[n]) not in present]
-            already = [n for n in names if params[n].requires_grad and id(params[n]) in present
-                       and n not in self._bn_param_names]
+            already = [
+                n
+                for n in names
+                if params[n].requires_grad
+                and id(params[n]) in present
+                and n not in self._bn_param_names
+            ]
             if already:
                 rank_zero_warn(
                     f"LayerFreezing: {len(already)} parameters of {name} (e.g. {already[0]}) were "
@@ -571,8 +608,9 @@ class LayerFreezing(Callback):
         with torch.no_grad():
             if not tensors:
                 return torch.zeros(0, 2, dtype=torch.float64)
-            return torch.stack([torch.stack([t.double().sum(), t.double().abs().sum()])
-                                for _, t in tensors]).cpu()
+            return torch.stack(
+                [torch.stack([t.double().sum(), t.double().abs().sum()]) for _, t in tensors]
+            ).cpu()
 
     # ------------------------------------------------------------------------- hooks
     @override
@@ -584,8 +622,9 @@ class LayerFreezing(Callback):
         self._resolve_groups(pl_module)
         self._validate(trainer)
         managed = {n for _, names in self._groups for n in names}
-        self._user_frozen = {n for n, p in pl_module.named_parameters()
-                             if n in managed and not p.requires_grad}
+        self._user_frozen = {
+            n for n, p in pl_module.named_parameters() if n in managed and not p.requires_grad
+        }
         self._collect_bn(pl_module)
         initial = self._initial()
         if not self._trainable_names(initial):
@@ -614,19 +653,25 @@ class LayerFreezing(Callback):
         known = {name: i for i, name in enumerate(self.group_names)}
         unknown = [g for g in state["unfrozen"] if g not in known]
         if unknown:
-            raise ValueError(f"checkpoint of LayerFreezing names groups {unknown} this model "
-                             f"does not have; its groups are {self.group_names}")
+            raise ValueError(
+                f"checkpoint of LayerFreezing names groups {unknown} this model "
+                f"does not have; its groups are {self.group_names}"
+            )
         self._apply(pl_module, {known[g] for g in state["unfrozen"]})
         params = dict(pl_module.named_parameters())
         saved = state.get("optimizers", [])
         for optimizer, groups in zip(trainer.optimizers, saved):
             missing = [n for g in groups for n in g["params"] if n not in params]
             if missing:
-                raise ValueError(f"checkpoint of LayerFreezing refers to parameters {missing[:5]} "
-                                 "this model does not have")
+                raise ValueError(
+                    f"checkpoint of LayerFreezing refers to parameters {missing[:5]} "
+                    "this model does not have"
+                )
             if optimizer.state:
-                raise ValueError("LayerFreezing must rebuild the optimizer's groups on resume, "
-                                 "but the optimizer already has state")
+                raise ValueError(
+                    "LayerFreezing must rebuild the optimizer's groups on resume, "
+                    "but the optimizer already has state"
+                )
             optimizer.param_groups.clear()
             for group in groups:
                 optimizer.add_param_group({**group, "params": [params[n] for n in group["params"]]})
@@ -648,16 +693,18 @@ class LayerFreezing(Callback):
         self._thawed_bn = []
         for module in self._frozen_bn:
             module.eval()
-        pl_module.log("freezing/trainable_params", float(self._count(pl_module)),
-                      on_step=False, on_epoch=True)
+        pl_module.log(
+            "freezing/trainable_params", float(self._count(pl_module)), on_step=False, on_epoch=True
+        )
 
     @staticmethod
     def _count(pl_module: pl.LightningModule) -> int:
         return sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
 
     @override
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         for module in self._frozen_bn:  # a user's `train()` call must not wake them up
             if module.training:  # an attribute read per step; eval() only when needed
                 module.eval()
@@ -666,8 +713,14 @@ class LayerFreezing(Callback):
             self._reference = ([n for n, _ in tensors], self._checksum(tensors))
 
     @override
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if not self._verify_pending or self._reference is None:
             return
         names, before = self._reference
@@ -692,14 +745,20 @@ class LayerFreezing(Callback):
         if trainer is not None and trainer.lightning_module is not None:
             names_of = self._names_of(trainer.lightning_module)
             for optimizer in trainer.optimizers:
-                optimizers.append([
-                    {**{k: v for k, v in g.items() if k != "params"},
-                     "params": [names_of[id(p)] for p in g["params"]]}
-                    for g in optimizer.param_groups
-                ])
+                optimizers.append(
+                    [
+                        {
+                            **{k: v for k, v in g.items() if k != "params"},
+                            "params": [names_of[id(p)] for p in g["params"]],
+                        }
+                        for g in optimizer.param_groups
+                    ]
+                )
         return {"unfrozen": self.unfrozen_groups, "optimizers": optimizers}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._restored = {"unfrozen": list(state_dict.get("unfrozen", [])),
-                          "optimizers": state_dict.get("optimizers", [])}
+        self._restored = {
+            "unfrozen": list(state_dict.get("unfrozen", [])),
+            "optimizers": state_dict.get("optimizers", []),
+        }

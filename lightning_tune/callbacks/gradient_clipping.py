@@ -277,8 +277,11 @@ class GradientClipping(pl.Callback):
         elif self.mode == "auto":
             history = self._history.setdefault(index, deque(maxlen=self.history_size))
             history.append(value)  # type: ignore[arg-type]
-            threshold = float(torch.quantile(
-                torch.tensor(list(history), dtype=torch.float64), self.percentile / 100.0))
+            threshold = float(
+                torch.quantile(
+                    torch.tensor(list(history), dtype=torch.float64), self.percentile / 100.0
+                )
+            )
             if value + 1e-6 > threshold:  # type: ignore[operator]
                 self._scale(params, grads, threshold, norm)
             after = min(threshold, value)  # type: ignore[type-var]
@@ -347,8 +350,9 @@ class GradientClipping(pl.Callback):
             return  # the grad scaler skips this step and lowers its scale: expected under AMP
         if not self.skip_non_finite:
             return
-        bad = [self._names.get(id(p), "?") for p in params
-               if not bool(torch.isfinite(p.grad).all())]  # type: ignore[arg-type]
+        bad = [
+            self._names.get(id(p), "?") for p in params if not bool(torch.isfinite(p.grad).all())
+        ]  # type: ignore[arg-type]
         for p in optimizer.param_groups:
             for param in p["params"]:
                 param.grad = None

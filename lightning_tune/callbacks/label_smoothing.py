@@ -45,8 +45,9 @@ def smooth_targets(
         [0.0, 0.800000011920929]
     """
     if binary:
-        targets = targets.to(torch.get_default_dtype()) if not targets.is_floating_point() \
-            else targets
+        targets = (
+            targets.to(torch.get_default_dtype()) if not targets.is_floating_point() else targets
+        )
         if one_sided:
             return targets * (1.0 - epsilon)
         return targets * (1.0 - epsilon) + 0.5 * epsilon
@@ -140,14 +141,16 @@ class LabelSmoothing(pl.Callback):
             raise TypeError(f"`anneal_epochs` must be an int, but got {anneal_epochs=!r}")
         if anneal_epochs < 0:
             raise ValueError(f"`anneal_epochs` must be >= 0, but got {anneal_epochs=!r}")
-        if loss_attribute is not None and (not isinstance(loss_attribute, str)
-                                           or not loss_attribute):
+        if loss_attribute is not None and (
+            not isinstance(loss_attribute, str) or not loss_attribute
+        ):
             raise TypeError(f"`loss_attribute` must be a name or None, but got {loss_attribute=!r}")
         if binary is not None and not isinstance(binary, bool):
             raise TypeError(f"`binary` must be a bool or None, but got {binary=!r}")
         if one_sided and binary is False:
             raise ValueError(
-                "`one_sided=True` softens positive labels of binary targets, but got binary=False")
+                "`one_sided=True` softens positive labels of binary targets, but got binary=False"
+            )
         self.epsilon = float(epsilon)
         self.anneal_epochs = anneal_epochs
         self.loss_attribute = loss_attribute
@@ -202,8 +205,12 @@ class LabelSmoothing(pl.Callback):
         value = getattr(pl_module, "label_smoothing", None)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return "label_smoothing", value
-        functions = [n for n in self._loss_like(pl_module) if callable(getattr(pl_module, n, None))
-                     and not isinstance(getattr(pl_module, n), nn.Module)]
+        functions = [
+            n
+            for n in self._loss_like(pl_module)
+            if callable(getattr(pl_module, n, None))
+            and not isinstance(getattr(pl_module, n), nn.Module)
+        ]
         if len(functions) == 1:
             return functions[0], getattr(pl_module, functions[0])
         if len(functions) > 1:
@@ -238,7 +245,8 @@ class LabelSmoothing(pl.Callback):
         if self.anneal_epochs and (max_epochs is None or max_epochs < 0):
             raise ValueError(
                 f"LabelSmoothing(anneal_epochs={self.anneal_epochs}) anneals over the last epochs "
-                f"of the run, so it needs Trainer(max_epochs=...), but got max_epochs={max_epochs}")
+                f"of the run, so it needs Trainer(max_epochs=...), but got max_epochs={max_epochs}"
+            )
         self._max_epochs = max_epochs
         name, loss = self.find_loss(pl_module)
         owner, attr, _ = self._get(pl_module, name)
@@ -254,12 +262,12 @@ class LabelSmoothing(pl.Callback):
 
             self._apply, self._undo = apply_ce, undo_ce
         elif isinstance(loss, nn.Module):
-            self._binary = LOSS_TYPES.get(type(loss), False) if self.binary is None \
-                else self.binary
+            self._binary = LOSS_TYPES.get(type(loss), False) if self.binary is None else self.binary
             if self.one_sided and not self._binary:
                 raise ValueError(
                     f"LabelSmoothing(one_sided=True) needs binary targets, but "
-                    f"{name} is a {type(loss).__name__}; pass binary=True if its targets are 0/1")
+                    f"{name} is a {type(loss).__name__}; pass binary=True if its targets are 0/1"
+                )
 
             def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
                 if not self.active or self.current_epsilon == 0 or len(args) < 2:
@@ -272,7 +280,8 @@ class LabelSmoothing(pl.Callback):
             if self.one_sided or self.binary:
                 raise ValueError(
                     "LabelSmoothing through a float `label_smoothing` attribute is multi-class "
-                    "only; use a BCE loss module or loss function for binary/one_sided smoothing")
+                    "only; use a BCE loss module or loss function for binary/one_sided smoothing"
+                )
             original_value = loss
 
             def apply_attr(eps: float) -> None:
@@ -283,8 +292,9 @@ class LabelSmoothing(pl.Callback):
 
             self._apply, self._undo = apply_attr, undo_attr
         elif callable(loss):
-            self._binary = ("binary" in getattr(loss, "__name__", "")) if self.binary is None \
-                else self.binary
+            self._binary = (
+                ("binary" in getattr(loss, "__name__", "")) if self.binary is None else self.binary
+            )
             setattr(owner, attr, _SmoothedLoss(loss, self))
 
             def undo_fn() -> None:
@@ -294,13 +304,19 @@ class LabelSmoothing(pl.Callback):
         else:
             raise TypeError(
                 f"LabelSmoothing(loss_attribute={name!r}) must name a loss module, a loss "
-                f"function or a float, but it is a {type(loss).__name__}")
+                f"function or a float, but it is a {type(loss).__name__}"
+            )
 
     def smooth(self, target: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
         """Smooth ``target`` for a loss on ``input`` with the current ε."""
         classes = input.shape[1] if input.ndim > 1 else None
-        return smooth_targets(target, self.current_epsilon, num_classes=classes,
-                              binary=self._binary, one_sided=self.one_sided).to(input.dtype)
+        return smooth_targets(
+            target,
+            self.current_epsilon,
+            num_classes=classes,
+            binary=self._binary,
+            one_sided=self.one_sided,
+        ).to(input.dtype)
 
     def _off(self) -> None:
         if self.active and self._undo is not None and self._apply is not None:

@@ -134,7 +134,9 @@ class LRSchedule(pl.Callback):
             )
         if warmup_start_factor is not None:
             if not _is_number(warmup_start_factor):
-                raise TypeError(f"`warmup_start_factor` must be a number, but got {warmup_start_factor=!r}")
+                raise TypeError(
+                    f"`warmup_start_factor` must be a number, but got {warmup_start_factor=!r}"
+                )
             if not 0 <= warmup_start_factor <= 1:
                 raise ValueError(
                     f"`warmup_start_factor` must be in [0, 1], but got {warmup_start_factor=!r}"
@@ -152,7 +154,9 @@ class LRSchedule(pl.Callback):
                 f"{warmup_start_factor=!r}, {warmup_start_lr=!r}"
             )
         if warmup_unit is not None and warmup_unit not in INTERVALS:
-            raise ValueError(f"`warmup_unit` must be one of {list(INTERVALS)} or None, but got {warmup_unit=!r}")
+            raise ValueError(
+                f"`warmup_unit` must be one of {list(INTERVALS)} or None, but got {warmup_unit=!r}"
+            )
         if interval not in INTERVALS:
             raise ValueError(f"`interval` must be one of {list(INTERVALS)}, but got {interval=!r}")
         if interval == "epoch" and warmup_unit == "step":
@@ -227,7 +231,9 @@ class LRSchedule(pl.Callback):
         self._applied_epoch = -1
         # Lightning reads state_key around every hook call of every step: build it once.
         self._state_key = self._generate_state_key(
-            schedule=repr(self.schedule), warmup=self.warmup, interval=self.interval,
+            schedule=repr(self.schedule),
+            warmup=self.warmup,
+            interval=self.interval,
             optimizers=self.optimizers,
         )
 
@@ -279,8 +285,13 @@ class LRSchedule(pl.Callback):
             )
         return warmup, None if total is None else total - warmup
 
-    def factor(self, step: int, warmup_steps: int, main_total: int | None,
-               start_factor: float | None = None) -> float:
+    def factor(
+        self,
+        step: int,
+        warmup_steps: int,
+        main_total: int | None,
+        start_factor: float | None = None,
+    ) -> float:
         """The LR multiplier at ``step`` (in ``interval`` units) for the given lengths.
 
         Example:
@@ -299,11 +310,13 @@ class LRSchedule(pl.Callback):
             >>> CyclicLR(step_size_up=2).momentum(2, 0, None)
             0.8
         """
-        return self.schedule.momentum(max(0, step - warmup_steps), main_total,
-                                      self.base_momentum, self.max_momentum)
+        return self.schedule.momentum(
+            max(0, step - warmup_steps), main_total, self.base_momentum, self.max_momentum
+        )
 
-    def preview(self, total_steps: int, lr: float = 1.0,
-                steps_per_epoch: int | None = None) -> list[float]:
+    def preview(
+        self, total_steps: int, lr: float = 1.0, steps_per_epoch: int | None = None
+    ) -> list[float]:
         """The LR at every step ``0 .. total_steps - 1`` of a group whose peak LR is ``lr``.
 
         Uses the same code as training, so what you see is what the optimizer gets.
@@ -331,13 +344,17 @@ class LRSchedule(pl.Callback):
         self._manual = not pl_module.automatic_optimization
         own = {id(p) for p in pl_module.parameters()}
         real = [
-            i for i, opt in enumerate(trainer.optimizers)
+            i
+            for i, opt in enumerate(trainer.optimizers)
             if any(id(p) in own for g in opt.param_groups for p in g["params"])
         ]
         if not real:
-            how = ("in manual optimization `configure_optimizers` must still return the "
-                   "optimizer(s) that `self.optimizers()` hands to `training_step`"
-                   if self._manual else "return an optimizer from `configure_optimizers`")
+            how = (
+                "in manual optimization `configure_optimizers` must still return the "
+                "optimizer(s) that `self.optimizers()` hands to `training_step`"
+                if self._manual
+                else "return an optimizer from `configure_optimizers`"
+            )
             raise ValueError(
                 f"LRSchedule found no optimizer of {type(pl_module).__name__} to schedule "
                 f"(configure_optimizers returned {len(trainer.optimizers)} optimizer(s) over its "
@@ -388,8 +405,11 @@ class LRSchedule(pl.Callback):
         if self.interval == "step":
             total = trainer.estimated_stepping_batches
             batches = trainer.num_training_batches
-            per_epoch = (math.ceil(batches / trainer.accumulate_grad_batches)
-                         if batches not in (0, math.inf) else None)
+            per_epoch = (
+                math.ceil(batches / trainer.accumulate_grad_batches)
+                if batches not in (0, math.inf)
+                else None
+            )
         else:
             total = trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
             per_epoch = None
@@ -420,20 +440,23 @@ class LRSchedule(pl.Callback):
         self._applied_step = -1
 
     @override
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         step = self._manual_steps if self._manual else trainer.global_step
         # Under gradient accumulation several batches share one optimizer step: set LRs once.
-        if step == self._applied_step and (self.interval == "step"
-                                           or trainer.current_epoch == self._applied_epoch):
+        if step == self._applied_step and (
+            self.interval == "step" or trainer.current_epoch == self._applied_epoch
+        ):
             return
         self._apply(step, trainer.current_epoch)
         if self.log_lr and step % max(1, trainer.log_every_n_steps) == 0 and trainer.loggers:
             self._log(trainer, step)
 
     @override
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                                 optimizer: torch.optim.Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         # A group added after on_train_batch_start (by a callback running later) still gets
         # its scheduled LR before its first update.
         for i, opt in self._targets:
@@ -441,16 +464,24 @@ class LRSchedule(pl.Callback):
                 self._apply(self._step(trainer), trainer.current_epoch)
 
     @override
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if self._manual:
             self._manual_steps += 1
 
     @override
     def state_dict(self) -> dict[str, Any]:
         if self._loaded is not None:  # restored but not started yet: keep what was loaded
-            return {"groups": {i: [list(g) for g in groups] for i, groups in self._loaded.items()},
-                    "manual_steps": self._manual_steps}
+            return {
+                "groups": {i: [list(g) for g in groups] for i, groups in self._loaded.items()},
+                "manual_steps": self._manual_steps,
+            }
         return {
             "groups": {
                 i: [[name, start] for name, start in zip(self._group_names(i), starts)]
@@ -461,8 +492,10 @@ class LRSchedule(pl.Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._loaded = {int(i): [(name, int(start)) for name, start in groups]
-                        for i, groups in state_dict.get("groups", {}).items()}
+        self._loaded = {
+            int(i): [(name, int(start)) for name, start in groups]
+            for i, groups in state_dict.get("groups", {}).items()
+        }
         self._manual_steps = int(state_dict.get("manual_steps", 0))
 
     # ----------------------------------------------------------------------- internals
@@ -523,8 +556,12 @@ class LRSchedule(pl.Callback):
                 base = group["initial_lr"]
                 f = shared
                 if in_warmup:
-                    f = self.factor(t, warmup, main_total,
-                                    None if start_lr is None or not base else start_lr / base)
+                    f = self.factor(
+                        t,
+                        warmup,
+                        main_total,
+                        None if start_lr is None or not base else start_lr / base,
+                    )
                 own = group.get("warmup_steps")
                 if own and step - start < own:
                     f *= warmup_factor(step - start, own, group.get("warmup_start_factor", 0.0))
@@ -541,8 +578,9 @@ class LRSchedule(pl.Callback):
             for name, group in zip(self._names[i], opt.param_groups):
                 metrics[f"lr/{name}"] = group["lr"]
                 if self.cycle_momentum:
-                    metrics[f"momentum/{name}"] = (group["betas"][0] if "betas" in group
-                                                   else group["momentum"])
+                    metrics[f"momentum/{name}"] = (
+                        group["betas"][0] if "betas" in group else group["momentum"]
+                    )
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
 
@@ -614,10 +652,21 @@ class CyclicLR(LRSchedule):
                     "swap them"
                 )
             base_factor = base_lr / max_lr
-        schedule = Cyclic(step_size_up=step_size_up, step_size_down=step_size_down, mode=mode,
-                          gamma=gamma, base_factor=base_factor)
-        super().__init__(schedule, max_lr=max_lr, cycle_momentum=cycle_momentum,
-                         base_momentum=base_momentum, max_momentum=max_momentum, **kwargs)
+        schedule = Cyclic(
+            step_size_up=step_size_up,
+            step_size_down=step_size_down,
+            mode=mode,
+            gamma=gamma,
+            base_factor=base_factor,
+        )
+        super().__init__(
+            schedule,
+            max_lr=max_lr,
+            cycle_momentum=cycle_momentum,
+            base_momentum=base_momentum,
+            max_momentum=max_momentum,
+            **kwargs,
+        )
 
 
 class OneCycle(LRSchedule):
@@ -654,8 +703,18 @@ class OneCycle(LRSchedule):
         max_momentum: float = 0.95,
         **kwargs: Any,
     ) -> None:
-        schedule = _OneCycleSchedule(pct_start=pct_start, div_factor=div_factor,
-                                     final_div_factor=final_div_factor, three_phase=three_phase,
-                                     anneal=anneal)
-        super().__init__(schedule, max_lr=max_lr, cycle_momentum=cycle_momentum,
-                         base_momentum=base_momentum, max_momentum=max_momentum, **kwargs)
+        schedule = _OneCycleSchedule(
+            pct_start=pct_start,
+            div_factor=div_factor,
+            final_div_factor=final_div_factor,
+            three_phase=three_phase,
+            anneal=anneal,
+        )
+        super().__init__(
+            schedule,
+            max_lr=max_lr,
+            cycle_momentum=cycle_momentum,
+            base_momentum=base_momentum,
+            max_momentum=max_momentum,
+            **kwargs,
+        )

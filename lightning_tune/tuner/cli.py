@@ -32,8 +32,13 @@ def run_tune(config: str | None = None, **overrides: Any) -> dict[str, Any]:
     cfg = load_config(config if config is not None else bundled_config())
     settings = run_settings(cfg, **overrides)
     tuner = tuner_from_config(cfg, **overrides)
-    result = tuner.run(settings["n_trials"], settings["timeout"],
-                       test_best=settings["test_best"], plots=settings["plots"], total=True)
+    result = tuner.run(
+        settings["n_trials"],
+        settings["timeout"],
+        test_best=settings["test_best"],
+        plots=settings["plots"],
+        total=True,
+    )
     trials = result.trials
     summary: dict[str, Any] = {
         "study": tuner.study_name,
@@ -42,9 +47,12 @@ def run_tune(config: str | None = None, **overrides: Any) -> dict[str, Any]:
         "states": {str(k): int(v) for k, v in trials["state"].value_counts().items()},
     }
     try:
-        summary.update(best_trial=result.best_trial.number, best_value=result.best_value,
-                       best_params=result.best_params,
-                       best_checkpoint=str(result.best_checkpoint) if result.best_checkpoint else None)
+        summary.update(
+            best_trial=result.best_trial.number,
+            best_value=result.best_value,
+            best_params=result.best_params,
+            best_checkpoint=str(result.best_checkpoint) if result.best_checkpoint else None,
+        )
     except ValueError:
         summary["best_trial"] = None
     if result.test_metrics is not None:
@@ -90,24 +98,41 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "heartbeat is older than the grace period and retried with its parameters. Without "
         "--config, the bundled digits sweep runs.",
     )
-    parser.add_argument("--config", default=None,
-                        help="sweep YAML (default: the bundled digits_sweep.yaml)")
-    parser.add_argument("--n-trials", type=int, default=None,
-                        help="finished (COMPLETE + PRUNED) trials the study should have in the "
-                        "end, trials of earlier runs included (default: the config's)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds after which no new trial starts")
-    parser.add_argument("--storage", default=None,
-                        help="'memory' or an Optuna storage URL (default: SQLite in the study dir)")
+    parser.add_argument(
+        "--config", default=None, help="sweep YAML (default: the bundled digits_sweep.yaml)"
+    )
+    parser.add_argument(
+        "--n-trials",
+        type=int,
+        default=None,
+        help="finished (COMPLETE + PRUNED) trials the study should have in the "
+        "end, trials of earlier runs included (default: the config's)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds after which no new trial starts"
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="'memory' or an Optuna storage URL (default: SQLite in the study dir)",
+    )
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--study-name", default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--quiet", action="store_true", help="no progress output")
-    parser.add_argument("--heartbeat-interval", type=int, default=None,
-                        help="seconds between heartbeats of a running trial (default 10)")
-    parser.add_argument("--grace-period", type=int, default=None,
-                        help="seconds without heartbeat before a running trial counts as dead "
-                        "(default 2x the interval)")
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=int,
+        default=None,
+        help="seconds between heartbeats of a running trial (default 10)",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=int,
+        default=None,
+        help="seconds without heartbeat before a running trial counts as dead "
+        "(default 2x the interval)",
+    )
     parser.set_defaults(func=_cmd_tune)
     # issue 7: `tune --workers N` and `lightning-tune worker` (lightning_tune/tuner/workers.py)
     from lightning_tune.tuner.workers import add_worker_subcommand, add_workers_option

@@ -66,11 +66,14 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                 |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                 |\.[0-9_]+(?:[eE][-+][0-9]+)?
                 |[-+]?\.(?:inf|Inf|INF)
-                |\.(?:nan|NaN|NAN))$""", re.X),
+                |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
     list("-+0123456789."),
 )
 
@@ -89,7 +92,9 @@ def bundled_config(name: str = "digits_sweep") -> pathlib.Path:
     return path
 
 
-def _check_keys(section: str, mapping: Any, accepted: tuple[str, ...] | list[str]) -> dict[str, Any]:
+def _check_keys(
+    section: str, mapping: Any, accepted: tuple[str, ...] | list[str]
+) -> dict[str, Any]:
     if not isinstance(mapping, Mapping):
         raise TypeError(f"config `{section}` must be a mapping, but got {mapping!r}")
     unknown = sorted(set(mapping) - set(accepted))
@@ -129,7 +134,9 @@ def check_config(cfg: Any, source: str = "config") -> dict[str, Any]:
             _check_keys(key, cfg[key], _NAMED_KEYS)
     callbacks = cfg.get("callbacks") or []
     if not isinstance(callbacks, list):
-        raise TypeError(f"config `callbacks` must be a list of {{class, kwargs}}, got {callbacks!r}")
+        raise TypeError(
+            f"config `callbacks` must be a list of {{class, kwargs}}, got {callbacks!r}"
+        )
     for i, item in enumerate(callbacks):
         _check_keys(f"callbacks[{i}]", item, _OBJECT_KEYS)
     if "model" not in cfg:
@@ -154,7 +161,9 @@ def resolve_class(name: str, section: str) -> type:
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:
-            raise ValueError(f"config `{section}.class`: cannot import {module_name!r}: {err}") from None
+            raise ValueError(
+                f"config `{section}.class`: cannot import {module_name!r}: {err}"
+            ) from None
         if not hasattr(module, attr):
             raise ValueError(f"config `{section}.class`: {module_name!r} has no {attr!r}")
         return getattr(module, attr)
@@ -162,9 +171,14 @@ def resolve_class(name: str, section: str) -> type:
         module = importlib.import_module(module_name)
         if hasattr(module, name):
             return getattr(module, name)
-    known = sorted({n for m in _SEARCH_MODULES[:2]
-                    for n in getattr(importlib.import_module(m), "__all__", [])
-                    if isinstance(getattr(importlib.import_module(m), n, None), type)})
+    known = sorted(
+        {
+            n
+            for m in _SEARCH_MODULES[:2]
+            for n in getattr(importlib.import_module(m), "__all__", [])
+            if isinstance(getattr(importlib.import_module(m), n, None), type)
+        }
+    )
     raise ValueError(
         f"config `{section}.class`: unknown class {name!r}; use a dotted path "
         f"(package.module.Class) or one of {known}"
@@ -193,14 +207,17 @@ def _substitute(value: Any, params: Mapping[str, Any]) -> Any:
     return value
 
 
-def _factory(cls: type, kwargs: Mapping[str, Any], match_names: bool) -> Callable[[dict[str, Any]], Any]:
+def _factory(
+    cls: type, kwargs: Mapping[str, Any], match_names: bool
+) -> Callable[[dict[str, Any]], Any]:
     from lightning_tune.tuner.tuner import _accepted_kwargs
 
     accepted = _accepted_kwargs(cls) if match_names else set()
 
     def build(params: dict[str, Any]) -> Any:
-        matched = {k: v for k, v in params.items()
-                   if match_names and (accepted is None or k in accepted)}
+        matched = {
+            k: v for k, v in params.items() if match_names and (accepted is None or k in accepted)
+        }
         return cls(**{**matched, **_substitute(kwargs, params)})
 
     build.__name__ = f"build_{cls.__name__}"
@@ -269,10 +286,27 @@ def tuner_from_config(cfg: Mapping[str, Any], **overrides: Any) -> Tuner:
 
     sampler, sampler_kwargs = _named(cfg, "sampler", "tpe")
     pruner, pruner_kwargs = _named(cfg, "pruner", "hyperband")
-    options = {k: cfg[k] for k in ("storage", "study_name", "output_dir", "seed", "monitor",
-                                   "direction", "objective", "on_nonfinite", "max_epochs",
-                                   "keep_checkpoints", "loggers", "quiet", "heartbeat_interval",
-                                   "grace_period", "max_retry") if k in cfg}
+    options = {
+        k: cfg[k]
+        for k in (
+            "storage",
+            "study_name",
+            "output_dir",
+            "seed",
+            "monitor",
+            "direction",
+            "objective",
+            "on_nonfinite",
+            "max_epochs",
+            "keep_checkpoints",
+            "loggers",
+            "quiet",
+            "heartbeat_interval",
+            "grace_period",
+            "max_retry",
+        )
+        if k in cfg
+    }
     return Tuner(
         module,
         space,
@@ -297,5 +331,9 @@ def run_settings(cfg: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
         {'n_trials': 5, 'timeout': 60, 'test_best': False, 'plots': True}
     """
     merged = {**cfg, **{k: v for k, v in overrides.items() if v is not None}}
-    return {"n_trials": merged.get("n_trials"), "timeout": merged.get("timeout"),
-           "test_best": bool(merged.get("test_best", False)), "plots": bool(merged.get("plots", True))}
+    return {
+        "n_trials": merged.get("n_trials"),
+        "timeout": merged.get("timeout"),
+        "test_best": bool(merged.get("test_best", False)),
+        "plots": bool(merged.get("plots", True)),
+    }

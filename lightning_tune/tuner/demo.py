@@ -28,8 +28,11 @@ def run_demo_sweep(
 
     tuner = Tuner(
         TimmClassifier,
-        {"lr": Float(1e-4, 1e-1, log=True), "weight_decay": Float(1e-5, 1e-1, log=True),
-         "batch_size": PowerOfTwo(32, 128)},
+        {
+            "lr": Float(1e-4, 1e-1, log=True),
+            "weight_decay": Float(1e-5, 1e-1, log=True),
+            "batch_size": PowerOfTwo(32, 128),
+        },
         module_kwargs={"model_name": "test_resnet"},
         datamodule=DigitsDataModule,
         datamodule_kwargs={"image_size": 16, "train_fraction": 0.5, "seed": seed},
@@ -42,8 +45,12 @@ def run_demo_sweep(
         seed=seed,
         max_epochs=max_epochs,
         keep_checkpoints=1,
-        trainer_kwargs={"accelerator": "cpu", "devices": 1, "num_sanity_val_steps": 0,
-                        "limit_train_batches": limit_train_batches},
+        trainer_kwargs={
+            "accelerator": "cpu",
+            "devices": 1,
+            "num_sanity_val_steps": 0,
+            "limit_train_batches": limit_train_batches,
+        },
         quiet=quiet,
     )
     result = tuner.run(n_trials=n_trials, plots=True)

@@ -114,7 +114,9 @@ def make_pruner(
     try:
         return PRUNERS[pruner](max_resource, **dict(kwargs or {}))
     except TypeError as err:
-        raise TypeError(f"pruner {pruner!r}: bad `pruner_kwargs` {dict(kwargs or {})}: {err}") from None
+        raise TypeError(
+            f"pruner {pruner!r}: bad `pruner_kwargs` {dict(kwargs or {})}: {err}"
+        ) from None
 
 
 def make_sampler(
@@ -150,5 +152,6 @@ def make_sampler(
     try:
         return SAMPLERS[sampler](**options)
     except TypeError as err:
-        raise TypeError(f"sampler {sampler!r}: bad `sampler_kwargs` {dict(kwargs or {})}: {err}") from None
-
+        raise TypeError(
+            f"sampler {sampler!r}: bad `sampler_kwargs` {dict(kwargs or {})}: {err}"
+        ) from None

@@ -70,7 +70,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=None if rows else columns)
 
 
-def format_trial_line(trial: FrozenTrial, *, monitor: str = "value", max_epochs: int | None = None) -> str:
+def format_trial_line(
+    trial: FrozenTrial, *, monitor: str = "value", max_epochs: int | None = None
+) -> str:
     """One line per finished trial: number, state, value, epochs run, time and params.
 
     Example:
@@ -103,8 +105,10 @@ def summary_table(study: optuna.Study, *, monitor: str = "value", top: int = 10)
         Study 'no-name-...': 3 trials (3 complete, 0 pruned, 0 failed)
     """
     trials = study.get_trials(deepcopy=False)
-    counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE,
-                                                           TrialState.PRUNED, TrialState.FAIL)}
+    counts = {
+        s: sum(t.state == s for t in trials)
+        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
     name = study.study_name
     if name.startswith("no-name-"):
         name = "no-name-..."
@@ -123,9 +127,15 @@ def summary_table(study: optuna.Study, *, monitor: str = "value", top: int = 10)
     table = [header]
     for rank, trial in enumerate(complete[:top], 1):
         params = trial_params(trial)
-        table.append([str(rank), str(trial.number), _fmt(trial.value),
-                      str(trial.user_attrs.get("epochs", "")),
-                      *(_fmt(params.get(n, "")) for n in names)])
+        table.append(
+            [
+                str(rank),
+                str(trial.number),
+                _fmt(trial.value),
+                str(trial.user_attrs.get("epochs", "")),
+                *(_fmt(params.get(n, "")) for n in names),
+            ]
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         lines.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
@@ -176,8 +186,12 @@ def plot_learning_curves(study: optuna.Study, *, monitor: str = "value") -> Any:
     ax.set_title("Learning curves (pruned trials dashed)")
     if seen:
         ax.legend()
-    finite = [v for t in study.get_trials(deepcopy=False) for v in t.intermediate_values.values()
-              if math.isfinite(v)]
+    finite = [
+        v
+        for t in study.get_trials(deepcopy=False)
+        for v in t.intermediate_values.values()
+        if math.isfinite(v)
+    ]
     if finite and max(finite) > 20 * max(min(finite), 1e-12) and min(finite) > 0:
         ax.set_yscale("log")
     fig.tight_layout()
@@ -221,15 +235,18 @@ def save_report(
     from optuna.visualization import matplotlib as ovm
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    makers: dict[str, Any] = {"learning_curves": lambda: plot_learning_curves(study, monitor=monitor)}
+    makers: dict[str, Any] = {
+        "learning_curves": lambda: plot_learning_curves(study, monitor=monitor)
+    }
     if complete:
         makers["optimization_history"] = lambda: ovm.plot_optimization_history(
-            study, target_name=monitor)
+            study, target_name=monitor
+        )
         makers["parallel_coordinate"] = lambda: ovm.plot_parallel_coordinate(
-            study, target_name=monitor)
+            study, target_name=monitor
+        )
     if len(complete) >= 2:
-        makers["param_importances"] = lambda: ovm.plot_param_importances(
-            study, target_name=monitor)
+        makers["param_importances"] = lambda: ovm.plot_param_importances(study, target_name=monitor)
     for name, make in makers.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

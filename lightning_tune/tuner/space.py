@@ -89,12 +89,18 @@ class Float:
             if self.log:
                 raise ValueError(f"search space `{name}`: `step` cannot be used with log=True")
             if not self.step > 0:
-                raise ValueError(f"search space `{name}`: `step` must be > 0, but got {self.step!r}")
+                raise ValueError(
+                    f"search space `{name}`: `step` must be > 0, but got {self.step!r}"
+                )
 
     def distribution(self, name: str) -> BaseDistribution:
         """The Optuna distribution this spec samples from."""
-        return FloatDistribution(float(self.low), float(self.high), log=self.log,
-                                 step=None if self.step is None else float(self.step))
+        return FloatDistribution(
+            float(self.low),
+            float(self.high),
+            log=self.log,
+            step=None if self.step is None else float(self.step),
+        )
 
     def suggest(self, trial: optuna.Trial, name: str) -> float:
         """Ask ``trial`` for a value."""

@@ -52,8 +52,13 @@ _DIRECTIONS = ("minimize", "maximize")
 _OBJECTIVES = ("best", "last")
 _LOGGERS = ("csv", "tensorboard")
 # Trainer arguments the tuner sets itself for every trial.
-_OWNED_TRAINER_KEYS = ("logger", "callbacks", "max_epochs", "default_root_dir",
-                       "enable_checkpointing")
+_OWNED_TRAINER_KEYS = (
+    "logger",
+    "callbacks",
+    "max_epochs",
+    "default_root_dir",
+    "enable_checkpointing",
+)
 # Lightning warnings that say nothing about a tuning run (tiny epochs, our own test-time reload).
 _NOISY_WARNINGS = (
     ".*smaller than the logging interval.*",
@@ -72,8 +77,12 @@ def _accepted_kwargs(cls: type) -> set[str] | None:
     params = inspect.signature(cls.__init__).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return None
-    return {name for name, p in params.items() if name != "self" and p.kind in (
-        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    return {
+        name
+        for name, p in params.items()
+        if name != "self"
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
 
 
 def _check_kwargs(cls: type, kwargs: Mapping[str, Any], argument: str) -> None:
@@ -117,17 +126,21 @@ def _validations_per_trial(max_epochs: int, trainer_kwargs: Mapping[str, Any]) -
 def _check_budget(n_trials: int | None, timeout: float | None) -> None:
     if n_trials is None and timeout is None:
         raise ValueError("give `n_trials` and/or `timeout`, so that the sweep ends")
-    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int)
-                                 or n_trials <= 0):
+    if n_trials is not None and (
+        isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials <= 0
+    ):
         raise ValueError(f"`n_trials` must be an int > 0, but got {n_trials=!r}")
-    if timeout is not None and (isinstance(timeout, bool)
-                                or not isinstance(timeout, (int, float)) or not timeout > 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):
         raise ValueError(f"`timeout` must be > 0 seconds, but got {timeout=!r}")
 
 
 def _json_safe(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v if isinstance(v, (type(None), bool, int, float, str)) else repr(v)
-            for k, v in params.items()}
+    return {
+        k: v if isinstance(v, (type(None), bool, int, float, str)) else repr(v)
+        for k, v in params.items()
+    }
 
 
 @dataclass
@@ -349,8 +362,11 @@ class Tuner:
             _check_kwargs(module, self.module_kwargs, "module_kwargs")
         elif self.module_kwargs:
             raise ValueError("`module_kwargs` can only be used with a module class")
-        if datamodule is not None and not callable(datamodule) and not isinstance(
-                datamodule, pl.LightningDataModule):
+        if (
+            datamodule is not None
+            and not callable(datamodule)
+            and not isinstance(datamodule, pl.LightningDataModule)
+        ):
             check_pytorch_lightning(datamodule, "datamodule", "datamodule")
         if inspect.isclass(datamodule):
             _check_class(datamodule, pl.LightningDataModule, "datamodule")
@@ -367,7 +383,9 @@ class Tuner:
                     f"a function params -> list, but got {type(callbacks).__name__}"
                 )
             for i, item in enumerate(callbacks):
-                if not isinstance(item, pl.Callback) and (inspect.isclass(item) or not callable(item)):
+                if not isinstance(item, pl.Callback) and (
+                    inspect.isclass(item) or not callable(item)
+                ):
                     check_pytorch_lightning(item, f"callbacks[{i}]", "callback")
         self.callbacks = callbacks
         self.search_space = SearchSpace.coerce(search_space)
@@ -377,9 +395,13 @@ class Tuner:
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"`monitor` must be a non-empty metric name, but got {monitor!r}")
         if direction not in _DIRECTIONS:
-            raise ValueError(f"`direction` must be one of {list(_DIRECTIONS)}, but got {direction=!r}")
+            raise ValueError(
+                f"`direction` must be one of {list(_DIRECTIONS)}, but got {direction=!r}"
+            )
         if objective not in _OBJECTIVES:
-            raise ValueError(f"`objective` must be one of {list(_OBJECTIVES)}, but got {objective=!r}")
+            raise ValueError(
+                f"`objective` must be one of {list(_OBJECTIVES)}, but got {objective=!r}"
+            )
         if on_nonfinite not in ("prune", "fail"):
             raise ValueError(f"`on_nonfinite` must be 'prune' or 'fail', but got {on_nonfinite=!r}")
         self.monitor = monitor
@@ -398,8 +420,14 @@ class Tuner:
                 f"`trainer_kwargs` must not set {owned}: the tuner sets them for each trial "
                 "(use `max_epochs`, `callbacks`, `loggers`, `keep_checkpoints`, `output_dir`)"
             )
-        if isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int) or keep_checkpoints < 0:
-            raise ValueError(f"`keep_checkpoints` must be an int >= 0, but got {keep_checkpoints=!r}")
+        if (
+            isinstance(keep_checkpoints, bool)
+            or not isinstance(keep_checkpoints, int)
+            or keep_checkpoints < 0
+        ):
+            raise ValueError(
+                f"`keep_checkpoints` must be an int >= 0, but got {keep_checkpoints=!r}"
+            )
         self.keep_checkpoints = keep_checkpoints
         if isinstance(loggers, str):
             loggers = (loggers,)
@@ -419,15 +447,21 @@ class Tuner:
         self._sampler_source = sampler
         make_sampler(sampler, self.sampler_kwargs, seed=seed)
         if not isinstance(study_name, str) or not study_name or "/" in study_name:
-            raise ValueError(f"`study_name` must be a non-empty name without '/', but got {study_name!r}")
+            raise ValueError(
+                f"`study_name` must be a non-empty name without '/', but got {study_name!r}"
+            )
         self.study_name = study_name
         self.output_dir = pathlib.Path(output_dir)
         self.study_dir = self.output_dir / study_name
         self._storage_source = storage
         check_storage(storage)  # a malformed URL fails now; nothing is opened or created
         # Crash recovery for the default storage (the study's SQLite file): checked now.
-        check_storage(None, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                      max_retry=max_retry)
+        check_storage(
+            None,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            max_retry=max_retry,
+        )
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.max_retry = max_retry
@@ -451,7 +485,8 @@ class Tuner:
         elif callable(self.datamodule) and not isinstance(self.datamodule, pl.LightningDataModule):
             return
         if callable(self.callbacks) or any(
-                not isinstance(c, pl.Callback) for c in (self.callbacks or ())):
+            not isinstance(c, pl.Callback) for c in (self.callbacks or ())
+        ):
             return  # a callback factory may take any name
         if any(t is None for t in takers):
             return
@@ -459,7 +494,8 @@ class Tuner:
         unused = sorted(set(specs) - accepted)
         if unused:
             names = [self.module.__name__] + (
-                [self.datamodule.__name__] if inspect.isclass(self.datamodule) else [])
+                [self.datamodule.__name__] if inspect.isclass(self.datamodule) else []
+            )
             raise ValueError(
                 f"search space parameters {unused} are not arguments of {' or '.join(names)}, "
                 "and no callback function receives them; accepted names: "
@@ -477,8 +513,11 @@ class Tuner:
         source = self.datamodule
         if source is None or isinstance(source, pl.LightningDataModule):
             return source
-        dm = (self._from_class(source, self.datamodule_kwargs, params) if inspect.isclass(source)
-              else source(dict(params)))
+        dm = (
+            self._from_class(source, self.datamodule_kwargs, params)
+            if inspect.isclass(source)
+            else source(dict(params))
+        )
         check_pytorch_lightning(dm, "datamodule(params)", "datamodule")
         return dm
 
@@ -487,9 +526,12 @@ class Tuner:
         if inspect.isclass(self.module):
             fixed = dict(self.module_kwargs)
             accepted = _accepted_kwargs(self.module)
-            if ("num_classes" not in fixed and "num_classes" not in params
-                    and (accepted is None or "num_classes" in accepted)
-                    and isinstance(getattr(datamodule, "num_classes", None), int)):
+            if (
+                "num_classes" not in fixed
+                and "num_classes" not in params
+                and (accepted is None or "num_classes" in accepted)
+                and isinstance(getattr(datamodule, "num_classes", None), int)
+            ):
                 fixed["num_classes"] = datamodule.num_classes
             module = self._from_class(self.module, fixed, params)
         else:
@@ -504,8 +546,10 @@ class Tuner:
         if callable(self.callbacks):
             built = list(self.callbacks(dict(params)))
         else:
-            built = [copy.deepcopy(c) if isinstance(c, pl.Callback) else c(dict(params))
-                     for c in self.callbacks]
+            built = [
+                copy.deepcopy(c) if isinstance(c, pl.Callback) else c(dict(params))
+                for c in self.callbacks
+            ]
         for i, callback in enumerate(built):
             check_pytorch_lightning(callback, f"callbacks(params)[{i}]", "callback")
         return built
@@ -517,12 +561,20 @@ class Tuner:
     def _trial_loggers(self, number: int) -> list[Any]:
         loggers: list[Any] = []
         if "csv" in self.loggers:
-            loggers.append(pl.loggers.CSVLogger(self.study_dir / "trials", name="",
-                                                version=f"trial_{number:04d}"))
+            loggers.append(
+                pl.loggers.CSVLogger(
+                    self.study_dir / "trials", name="", version=f"trial_{number:04d}"
+                )
+            )
         if "tensorboard" in self.loggers:
-            loggers.append(pl.loggers.TensorBoardLogger(self.study_dir / "tensorboard", name="",
-                                                        version=f"trial_{number:04d}",
-                                                        default_hp_metric=False))
+            loggers.append(
+                pl.loggers.TensorBoardLogger(
+                    self.study_dir / "tensorboard",
+                    name="",
+                    version=f"trial_{number:04d}",
+                    default_hp_metric=False,
+                )
+            )
         return loggers
 
     # ------------------------------------------------------------------------------- study
@@ -556,8 +608,11 @@ class Tuner:
             return self._storage
         heartbeat: dict[str, Any] = {}
         if self._storage_source is None:
-            heartbeat = {"heartbeat_interval": self.heartbeat_interval,
-                         "grace_period": self.grace_period, "max_retry": self.max_retry}
+            heartbeat = {
+                "heartbeat_interval": self.heartbeat_interval,
+                "grace_period": self.grace_period,
+                "max_retry": self.max_retry,
+            }
         storage = resolve_storage(self._storage_source, self.study_dir, **heartbeat)
         if isinstance(storage, optuna.storages.BaseStorage):
             self._storage = storage
@@ -607,7 +662,9 @@ class Tuner:
             existing_trials = existing.get_trials(deepcopy=False)
             self._check_space_matches(existing_trials)
             n_existing = len(existing_trials)
-        sampler = make_sampler(self._sampler_source, self.sampler_kwargs, seed=self.seed + n_existing)
+        sampler = make_sampler(
+            self._sampler_source, self.sampler_kwargs, seed=self.seed + n_existing
+        )
         self.study = optuna.create_study(
             storage=storage,
             study_name=self.study_name,
@@ -668,26 +725,32 @@ class Tuner:
             shutil.rmtree(trial_dir)
         # DDP-aware (issue 7): rank 0 decides, all ranks stop together, one report per step.
         pruning = DistributedOptunaPruning(
-            trial, monitor=self.monitor, on_nonfinite=self.on_nonfinite)
+            trial, monitor=self.monitor, on_nonfinite=self.on_nonfinite
+        )
         callbacks = [*self.build_callbacks(params), pruning]
         checkpoint = None
         if self.keep_checkpoints > 0:
             checkpoint = pl.callbacks.ModelCheckpoint(
-                dirpath=trial_dir / "checkpoints", filename="best", monitor=self.monitor,
-                mode="min" if self.direction == "minimize" else "max", save_top_k=1,
+                dirpath=trial_dir / "checkpoints",
+                filename="best",
+                monitor=self.monitor,
+                mode="min" if self.direction == "minimize" else "max",
+                save_top_k=1,
                 enable_version_counter=False,
             )
             callbacks.append(checkpoint)
         loggers = self._trial_loggers(trial.number)
-        trainer = pl.Trainer(**{
-            **_TRAINER_DEFAULTS,
-            **self.trainer_kwargs,
-            "max_epochs": self.max_epochs,
-            "callbacks": callbacks,
-            "logger": loggers or False,
-            "enable_checkpointing": checkpoint is not None,
-            "default_root_dir": str(trial_dir),
-        })
+        trainer = pl.Trainer(
+            **{
+                **_TRAINER_DEFAULTS,
+                **self.trainer_kwargs,
+                "max_epochs": self.max_epochs,
+                "callbacks": callbacks,
+                "logger": loggers or False,
+                "enable_checkpointing": checkpoint is not None,
+                "default_root_dir": str(trial_dir),
+            }
+        )
         for logger in loggers:
             logger.log_hyperparams({**params, "trial": trial.number})
         trial.set_user_attr("log_dir", str(trial_dir))
@@ -721,7 +784,9 @@ class Tuner:
         else:
             value = (min if self.direction == "minimize" else max)(pruning.values)
         if checkpoint is not None and checkpoint.best_model_path:
-            trial.set_user_attr("checkpoint", str(pathlib.Path(checkpoint.best_model_path).resolve()))
+            trial.set_user_attr(
+                "checkpoint", str(pathlib.Path(checkpoint.best_model_path).resolve())
+            )
         trial.set_user_attr("trial_seconds", time.perf_counter() - start)
         return float(value)
 
@@ -729,10 +794,13 @@ class Tuner:
         """Study callback: keep the checkpoints of the ``keep_checkpoints`` best trials only."""
         if self.keep_checkpoints == 0 or trial.state != TrialState.COMPLETE:
             return
-        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                    if t.value is not None and math.isfinite(t.value)]
+        complete = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and math.isfinite(t.value)
+        ]
         complete.sort(key=lambda t: t.value, reverse=self.direction == "maximize")  # type: ignore[arg-type, return-value]
-        for old in complete[self.keep_checkpoints:]:
+        for old in complete[self.keep_checkpoints :]:
             path = old.user_attrs.get("checkpoint")
             if path:
                 pathlib.Path(path).unlink(missing_ok=True)
@@ -805,8 +873,9 @@ class Tuner:
         study = self.study if self.study is not None else self.create_study()
         result = TuneResult(study=study, study_dir=self.study_dir, monitor=self.monitor)
         if report:
-            result.report_files = save_report(study, self.study_dir / "report",
-                                              monitor=self.monitor, plots=plots)
+            result.report_files = save_report(
+                study, self.study_dir / "report", monitor=self.monitor, plots=plots
+            )
         return result
 
     def run(
@@ -837,8 +906,10 @@ class Tuner:
         if not self.quiet:
             n_old = len(study.get_trials(deepcopy=False))
             state = f"continuing after {n_old} trials" if n_old else "new study"
-            print(f"Study {self.study_name!r} ({state}), storage {self.storage_description}, "
-                  f"output in {self.study_dir}")
+            print(
+                f"Study {self.study_name!r} ({state}), storage {self.storage_description}, "
+                f"output in {self.study_dir}"
+            )
         if total and n_trials is not None:
             from lightning_tune.tuner.workers import run_worker
 
@@ -862,9 +933,14 @@ class Tuner:
         pl.seed_everything(self.seed + best.number, workers=True, verbose=False)
         datamodule = self.build_datamodule(params)
         module = self.build_module(params, datamodule)
-        trainer_args = {**_TRAINER_DEFAULTS, **self.trainer_kwargs, "logger": False,
-                        "enable_checkpointing": False, "max_epochs": self.max_epochs,
-                        "default_root_dir": str(self.study_dir / "best")}
+        trainer_args = {
+            **_TRAINER_DEFAULTS,
+            **self.trainer_kwargs,
+            "logger": False,
+            "enable_checkpointing": False,
+            "max_epochs": self.max_epochs,
+            "default_root_dir": str(self.study_dir / "best"),
+        }
         ckpt = result.best_checkpoint
         with self.quiet_libraries():
             if ckpt is None:
@@ -873,11 +949,20 @@ class Tuner:
                 metrics = trainer.test(module, datamodule=datamodule, verbose=False)
             else:
                 trainer = pl.Trainer(**trainer_args)
-                metrics = trainer.test(module, datamodule=datamodule, ckpt_path=str(ckpt),
-                                       verbose=False)
+                metrics = trainer.test(
+                    module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False
+                )
         out = {k: float(v) for k, v in (metrics[0] if metrics else {}).items()}
         (self.study_dir / "report").mkdir(parents=True, exist_ok=True)
         (self.study_dir / "report" / "best_test_metrics.json").write_text(
-            json.dumps({"trial": best.number, "params": _json_safe(params), "from_checkpoint":
-                        ckpt is not None, "metrics": out}, indent=2))
+            json.dumps(
+                {
+                    "trial": best.number,
+                    "params": _json_safe(params),
+                    "from_checkpoint": ckpt is not None,
+                    "metrics": out,
+                },
+                indent=2,
+            )
+        )
         return out

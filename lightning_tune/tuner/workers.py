@@ -230,8 +230,10 @@ def run_worker(
             if config_errors:  # every trial would fail the same way
                 raise config_errors[0]
             last = mine[-1] if mine else None
-            if last is not None and last.state == TrialState.FAIL and not last.user_attrs.get(
-                "surplus"
+            if (
+                last is not None
+                and last.state == TrialState.FAIL
+                and not last.user_attrs.get("surplus")
             ):
                 failures += 1
             else:

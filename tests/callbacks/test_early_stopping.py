@@ -44,7 +44,8 @@ class Scripted(pl.LightningModule):
             return
         self.log(self.metric, float(self.values[self.validations]))
         self.weights_at[self.validations] = {
-            k: v.detach().clone() for k, v in self.state_dict().items()}
+            k: v.detach().clone() for k, v in self.state_dict().items()
+        }
         self.validations += 1
 
     def configure_optimizers(self):
@@ -61,8 +62,13 @@ class Scripted(pl.LightningModule):
 
 def fit(trainer_kwargs, values, callbacks, **kwargs):
     module = Scripted(values)
-    settings = {**trainer_kwargs, "max_epochs": len(values), "limit_train_batches": 2,
-                "num_sanity_val_steps": 0, **kwargs}
+    settings = {
+        **trainer_kwargs,
+        "max_epochs": len(values),
+        "limit_train_batches": 2,
+        "num_sanity_val_steps": 0,
+        **kwargs,
+    }
     trainer = pl.Trainer(callbacks=callbacks, **settings)
     trainer.fit(module)
     return trainer, module
@@ -86,8 +92,11 @@ def test_stop_epoch_matches_script_and_lightning(trainer_kwargs, values, kwargs,
     expected_epochs = len(values) if stop_epoch is None else stop_epoch + 1
     assert trainer.current_epoch == expected_epochs
     assert ours.stopped_epoch == (stop_epoch or 0)
-    reason = EarlyStoppingReason.NOT_STOPPED if stop_epoch is None else \
-        EarlyStoppingReason.PATIENCE_EXHAUSTED
+    reason = (
+        EarlyStoppingReason.NOT_STOPPED
+        if stop_epoch is None
+        else EarlyStoppingReason.PATIENCE_EXHAUSTED
+    )
     assert ours.stopping_reason == reason
     theirs = LightningEarlyStopping("val_loss", **kwargs)
     trainer, _ = fit(trainer_kwargs, values, [theirs])
@@ -146,10 +155,20 @@ def test_smoothing_ignores_a_single_noisy_epoch(trainer_kwargs):
 @pytest.mark.parametrize(
     ("values", "kwargs", "reason", "stop_epoch", "words"),
     [
-        ([5, 4, 0.5, 0.4], {"stopping_threshold": 1.0}, EarlyStoppingReason.STOPPING_THRESHOLD, 2,
-         "stopping threshold"),
-        ([5, 4, 12, 3], {"divergence_threshold": 10.0}, EarlyStoppingReason.DIVERGENCE_THRESHOLD, 2,
-         "divergence threshold"),
+        (
+            [5, 4, 0.5, 0.4],
+            {"stopping_threshold": 1.0},
+            EarlyStoppingReason.STOPPING_THRESHOLD,
+            2,
+            "stopping threshold",
+        ),
+        (
+            [5, 4, 12, 3],
+            {"divergence_threshold": 10.0},
+            EarlyStoppingReason.DIVERGENCE_THRESHOLD,
+            2,
+            "divergence threshold",
+        ),
         ([5, 4, math.nan, 3], {}, EarlyStoppingReason.NON_FINITE_METRIC, 2, "not finite"),
     ],
 )
@@ -164,8 +183,7 @@ def test_thresholds_and_non_finite(trainer_kwargs, values, kwargs, reason, stop_
 def test_validation_every_two_epochs_counts_checks(trainer_kwargs):
     values = [5, 4, 4, 4, 4, 4]  # one value per validation: epochs 1, 3, 5, 7, 9, 11
     early = EarlyStopping("val_loss", patience=2)
-    _, module = fit(trainer_kwargs, values, [early], max_epochs=12,
-                          check_val_every_n_epoch=2)
+    _, module = fit(trainer_kwargs, values, [early], max_epochs=12, check_val_every_n_epoch=2)
     assert module.validations == 4
     assert early.stopped_epoch == 7
 
@@ -173,8 +191,9 @@ def test_validation_every_two_epochs_counts_checks(trainer_kwargs):
 def test_several_validations_per_epoch(trainer_kwargs):
     values = [5, 4, 3, 3, 3, 3, 3, 3]  # two validations per epoch
     early = EarlyStopping("val_loss", patience=2)
-    _, module = fit(trainer_kwargs, values, [early], max_epochs=4, limit_train_batches=4,
-                          val_check_interval=0.5)
+    _, module = fit(
+        trainer_kwargs, values, [early], max_epochs=4, limit_train_batches=4, val_check_interval=0.5
+    )
     assert module.validations == 5
     assert early.stopped_epoch == 2
     assert early.best_epoch == 1
@@ -190,8 +209,13 @@ class TrainEpochMetric(Scripted):
 
 def test_metric_logged_in_module_on_train_epoch_end_is_seen(trainer_kwargs):
     early = EarlyStopping("train_metric", patience=1, check_on_train_epoch_end=True)
-    trainer = pl.Trainer(callbacks=[early], max_epochs=5, limit_train_batches=2,
-                         limit_val_batches=0, **trainer_kwargs)
+    trainer = pl.Trainer(
+        callbacks=[early],
+        max_epochs=5,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        **trainer_kwargs,
+    )
     trainer.fit(TrainEpochMetric([3, 2, 2, 2, 2]))
     assert early.stopped_epoch == 2
     assert trainer.early_stopping_callback is early
@@ -214,7 +238,9 @@ def test_restore_best_weights_from_memory(trainer_kwargs):
     assert early.stopped_epoch == 5 and early.restored_epoch == 2
     for key, value in module.state_dict().items():
         torch.testing.assert_close(value, module.weights_at[2][key], rtol=0, atol=0)
-    assert not torch.equal(module.weights_at[2]["layer.weight"], module.weights_at[5]["layer.weight"])
+    assert not torch.equal(
+        module.weights_at[2]["layer.weight"], module.weights_at[5]["layer.weight"]
+    )
 
 
 def test_restore_best_weights_from_model_checkpoint(trainer_kwargs, tmp_path):
@@ -250,8 +276,13 @@ def test_resume_mid_patience_continues_exactly(trainer_kwargs, tmp_path):
     resumed = EarlyStopping("val_loss", **kwargs)
     module = Scripted(values)
     module.validations = 4
-    trainer = pl.Trainer(callbacks=[resumed], max_epochs=len(values), limit_train_batches=2,
-                         num_sanity_val_steps=0, **trainer_kwargs)
+    trainer = pl.Trainer(
+        callbacks=[resumed],
+        max_epochs=len(values),
+        limit_train_batches=2,
+        num_sanity_val_steps=0,
+        **trainer_kwargs,
+    )
     trainer.fit(module, ckpt_path=ckpt)
     assert trainer.current_epoch == 6
     state = {k: v for k, v in resumed.state_dict().items() if k != "best_weights"}
@@ -266,14 +297,22 @@ def test_resume_mid_patience_continues_exactly(trainer_kwargs, tmp_path):
 def test_resume_keeps_constructor_settings(trainer_kwargs, tmp_path):
     values = [5, 4, 4, 4, 4, 4, 4, 4]
     every = ModelCheckpoint(dirpath=tmp_path / "all", save_top_k=-1, every_n_epochs=1)
-    fit({**trainer_kwargs, "enable_checkpointing": True}, values,
-        [EarlyStopping("val_loss", patience=5), every])
+    fit(
+        {**trainer_kwargs, "enable_checkpointing": True},
+        values,
+        [EarlyStopping("val_loss", patience=5), every],
+    )
     ckpt = next((tmp_path / "all").glob("epoch=2-*.ckpt"))
     impatient = EarlyStopping("val_loss", patience=2)
     module = Scripted(values)
     module.validations = 3
-    trainer = pl.Trainer(callbacks=[impatient], max_epochs=len(values), limit_train_batches=2,
-                         num_sanity_val_steps=0, **trainer_kwargs)
+    trainer = pl.Trainer(
+        callbacks=[impatient],
+        max_epochs=len(values),
+        limit_train_batches=2,
+        num_sanity_val_steps=0,
+        **trainer_kwargs,
+    )
     trainer.fit(module, ckpt_path=ckpt)
     assert impatient.patience == 2
     assert impatient.stopped_epoch == 3  # wait_count 1 from the checkpoint, +1 -> 2
@@ -290,7 +329,11 @@ def test_resume_keeps_constructor_settings(trainer_kwargs, tmp_path):
         ({"smoothing": 1.0}, ValueError, r"`smoothing` must be in \[0, 1\), but got smoothing=1.0"),
         ({"start_from_epoch": -2}, ValueError, r"`start_from_epoch` must be >= 0"),
         ({"restore_from": "disk"}, ValueError, r"`restore_from` must be one of"),
-        ({"stopping_threshold": "low"}, TypeError, r"`stopping_threshold` must be a number or None"),
+        (
+            {"stopping_threshold": "low"},
+            TypeError,
+            r"`stopping_threshold` must be a number or None",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, error, match):

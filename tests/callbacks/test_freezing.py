@@ -51,15 +51,18 @@ class Recorder(Callback):
         epoch = trainer.current_epoch
         names = {id(p): n for n, p in pl_module.named_parameters()}
         self.trainable[epoch] = {n for n, p in pl_module.named_parameters() if p.requires_grad}
-        self.in_optimizer[epoch] = {names[id(p)] for g in trainer.optimizers[0].param_groups
-                                    for p in g["params"]}
-        self.bn_training[epoch] = {n: m.training for n, m in pl_module.named_modules()
-                                   if isinstance(m, nn.BatchNorm2d)}
+        self.in_optimizer[epoch] = {
+            names[id(p)] for g in trainer.optimizers[0].param_groups for p in g["params"]
+        }
+        self.bn_training[epoch] = {
+            n: m.training for n, m in pl_module.named_modules() if isinstance(m, nn.BatchNorm2d)
+        }
 
 
 def fit(module, callbacks, trainer_kwargs, epochs: int, size: int = 16):
-    trainer = pl.Trainer(max_epochs=epochs, callbacks=callbacks, limit_val_batches=0,
-                         **trainer_kwargs)
+    trainer = pl.Trainer(
+        max_epochs=epochs, callbacks=callbacks, limit_val_batches=0, **trainer_kwargs
+    )
     trainer.fit(module, train_dataloaders=loader(size=size))
     return trainer
 
@@ -88,8 +91,13 @@ def test_groups_cover_every_parameter_once_with_the_classifier_in_the_head(name)
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_gradual_unfreezes_top_down_one_group_per_epoch(name, trainer_kwargs):
     freezing, recorder = LayerFreezing("gradual", milestones=[1, 2]), Recorder()
-    fit(make_module(name), [freezing, recorder], trainer_kwargs, epochs=3,
-        size=IMAGE_SIZE.get(name, 16))
+    fit(
+        make_module(name),
+        [freezing, recorder],
+        trainer_kwargs,
+        epochs=3,
+        size=IMAGE_SIZE.get(name, 16),
+    )
     n = len(freezing.group_names)
     head = n - 1
     for epoch, expected in {0: [head], 1: [head, head - 1], 2: [head, head - 1, head - 2]}.items():
@@ -101,18 +109,30 @@ def test_gradual_unfreezes_top_down_one_group_per_epoch(name, trainer_kwargs):
     ("kwargs", "expected"),
     [
         # resnet has 6 groups: group_0..group_4 and the head (5)
-        ({"strategy": "gradual", "unfreeze_at_epoch": 1, "groups_per_step": 2},
-         {0: [5], 1: [5, 4, 3], 2: [5, 4, 3, 2, 1], 3: [5, 4, 3, 2, 1, 0]}),
-        ({"strategy": "gradual", "milestones": [1, 3]},
-         {0: [5], 1: [5, 4], 2: [5, 4], 3: [5, 4, 3]}),
-        ({"strategy": "gradual", "unfreeze_at_epoch": 0, "unfreeze_every": 2, "keep_frozen": 3},
-         {0: [5, 4], 1: [5, 4], 2: [5, 4, 3], 3: [5, 4, 3]}),
-        ({"strategy": "freeze_then_unfreeze", "unfreeze_at_epoch": 2},
-         {0: [5], 1: [5], 2: [0, 1, 2, 3, 4, 5], 3: [0, 1, 2, 3, 4, 5]}),
-        ({"strategy": "freeze_then_unfreeze", "unfreeze_at_epoch": 1, "keep_frozen": 5},
-         {0: [5], 1: [5], 2: [5], 3: [5]}),
-        ({"strategy": "none", "keep_frozen": 2},
-         {0: [2, 3, 4, 5], 1: [2, 3, 4, 5], 2: [2, 3, 4, 5], 3: [2, 3, 4, 5]}),
+        (
+            {"strategy": "gradual", "unfreeze_at_epoch": 1, "groups_per_step": 2},
+            {0: [5], 1: [5, 4, 3], 2: [5, 4, 3, 2, 1], 3: [5, 4, 3, 2, 1, 0]},
+        ),
+        (
+            {"strategy": "gradual", "milestones": [1, 3]},
+            {0: [5], 1: [5, 4], 2: [5, 4], 3: [5, 4, 3]},
+        ),
+        (
+            {"strategy": "gradual", "unfreeze_at_epoch": 0, "unfreeze_every": 2, "keep_frozen": 3},
+            {0: [5, 4], 1: [5, 4], 2: [5, 4, 3], 3: [5, 4, 3]},
+        ),
+        (
+            {"strategy": "freeze_then_unfreeze", "unfreeze_at_epoch": 2},
+            {0: [5], 1: [5], 2: [0, 1, 2, 3, 4, 5], 3: [0, 1, 2, 3, 4, 5]},
+        ),
+        (
+            {"strategy": "freeze_then_unfreeze", "unfreeze_at_epoch": 1, "keep_frozen": 5},
+            {0: [5], 1: [5], 2: [5], 3: [5]},
+        ),
+        (
+            {"strategy": "none", "keep_frozen": 2},
+            {0: [2, 3, 4, 5], 1: [2, 3, 4, 5], 2: [2, 3, 4, 5], 3: [2, 3, 4, 5]},
+        ),
     ],
 )
 def test_exact_trainable_parameters_per_epoch(kwargs, expected, trainer_kwargs):
@@ -143,8 +163,12 @@ def test_frozen_weights_and_batchnorm_statistics(train_bn, trainer_kwargs):
     after = module.state_dict()
     head = set(freezing.layer_groups()[-1][1])
     bn_stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
-    bn_params = {f"{m}.{n}" for m, mod in module.named_modules()
-                 if isinstance(mod, nn.BatchNorm2d) for n, _ in mod.named_parameters()}
+    bn_params = {
+        f"{m}.{n}"
+        for m, mod in module.named_modules()
+        if isinstance(mod, nn.BatchNorm2d)
+        for n, _ in mod.named_parameters()
+    }
     frozen_weights = [k for k, _ in module.named_parameters() if k not in head | bn_params]
     assert frozen_weights and bn_stats
     assert all(torch.equal(before[k], after[k]) for k in frozen_weights)
@@ -182,12 +206,14 @@ def test_verify_frozen_fails_loudly_when_a_frozen_weight_moves(trainer_kwargs):
 
 # --------------------------------------------------------------------------- learning rates
 def test_param_group_lrs_follow_decay_to_the_power_of_depth(trainer_kwargs):
-    freezing = LayerFreezing("freeze_then_unfreeze", unfreeze_at_epoch=1, lr_decay=0.5,
-                             warmup_steps=3)
+    freezing = LayerFreezing(
+        "freeze_then_unfreeze", unfreeze_at_epoch=1, lr_decay=0.5, warmup_steps=3
+    )
     with pytest.warns(UserWarning, match="only `lightning_tune.callbacks.LRSchedule` applies"):
         trainer = fit(make_module(weight_decay=0.1), [freezing], trainer_kwargs, epochs=2)
-    depth_of = {n: freezing.depth(i) for i, (_, names) in enumerate(freezing.layer_groups())
-                for n in names}
+    depth_of = {
+        n: freezing.depth(i) for i, (_, names) in enumerate(freezing.layer_groups()) for n in names
+    }
     groups = trainer.optimizers[0].param_groups
     assert len(groups) == 2 + 2 * 5  # the head's two groups, then decay/no_decay per layer group
     for group in groups:
@@ -209,9 +235,10 @@ def test_strategy_none_splits_the_optimizer_groups_by_depth(trainer_kwargs):
     trainer = fit(make_module(), [freezing], trainer_kwargs, epochs=1)
     groups = trainer.optimizers[0].param_groups
     scales = sorted({g["lr_scale"] for g in groups})
-    assert scales == [0.5 ** d for d in range(5, -1, -1)]
-    depth_of = {n: freezing.depth(i) for i, (_, names) in enumerate(freezing.layer_groups())
-                for n in names}
+    assert scales == [0.5**d for d in range(5, -1, -1)]
+    depth_of = {
+        n: freezing.depth(i) for i, (_, names) in enumerate(freezing.layer_groups()) for n in names
+    }
     for group in groups:
         assert {0.5 ** depth_of[n] for n in group["param_names"]} == {group["lr_scale"]}
 
@@ -226,18 +253,24 @@ def test_strategy_none_splits_the_optimizer_groups_by_depth(trainer_kwargs):
         ({"milestones": [1, 3]}, ["head", "group_4", "group_3"]),
     ],
 )
-def test_resume_mid_schedule_matches_the_uninterrupted_run(kwargs, unfrozen, tmp_path,
-                                                           trainer_kwargs):
+def test_resume_mid_schedule_matches_the_uninterrupted_run(
+    kwargs, unfrozen, tmp_path, trainer_kwargs
+):
     def run(epochs: int, ckpt_path: str | None = None):
         pl.seed_everything(0, verbose=False)
         module = TimmClassifier("test_resnet", num_classes=3, lr=1e-2)
         freezing = LayerFreezing("gradual", lr_decay=0.5, **kwargs)
-        saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1,
-                                filename="{epoch}")
+        saver = ModelCheckpoint(
+            dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1, filename="{epoch}"
+        )
         recorder = Recorder()
-        trainer = pl.Trainer(max_epochs=epochs, callbacks=[freezing, recorder, saver],
-                             limit_val_batches=0, deterministic=True,
-                             **{**trainer_kwargs, "enable_checkpointing": True})
+        trainer = pl.Trainer(
+            max_epochs=epochs,
+            callbacks=[freezing, recorder, saver],
+            limit_val_batches=0,
+            deterministic=True,
+            **{**trainer_kwargs, "enable_checkpointing": True},
+        )
         trainer.fit(module, train_dataloaders=loader(), ckpt_path=ckpt_path)
         return module, trainer, freezing, recorder
 
@@ -250,10 +283,13 @@ def test_resume_mid_schedule_matches_the_uninterrupted_run(kwargs, unfrozen, tmp
     assert freezing.unfrozen_groups == full_freezing.unfrozen_groups == unfrozen
     for key, value in full.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
-    strip = [{k: v for k, v in g.items() if k != "params"}
-             for g in full_trainer.optimizers[0].param_groups]
-    assert [{k: v for k, v in g.items() if k != "params"}
-            for g in trainer.optimizers[0].param_groups] == strip
+    strip = [
+        {k: v for k, v in g.items() if k != "params"}
+        for g in full_trainer.optimizers[0].param_groups
+    ]
+    assert [
+        {k: v for k, v in g.items() if k != "params"} for g in trainer.optimizers[0].param_groups
+    ] == strip
     full_state = full_trainer.optimizers[0].state_dict()["state"]
     state = trainer.optimizers[0].state_dict()["state"]
     assert full_state.keys() == state.keys()
@@ -302,8 +338,13 @@ def test_explicit_groups_for_a_plain_module(trainer_kwargs):
     assert recorder.trainable[0] == {"out.weight", "out.bias"}
     assert recorder.trainable[1] == {"out.weight", "out.bias", "body.3.weight", "body.3.bias"}
     assert recorder.trainable[2] == {n for n, _ in Plain().named_parameters()}
-    assert [g["lr_scale"] for g in trainer.optimizers[0].param_groups] == [1.0, 0.5, 0.5,
-                                                                           0.25, 0.25]
+    assert [g["lr_scale"] for g in trainer.optimizers[0].param_groups] == [
+        1.0,
+        0.5,
+        0.5,
+        0.25,
+        0.25,
+    ]
 
 
 # --------------------------------------------------------------------------- bad input
@@ -316,8 +357,11 @@ def test_explicit_groups_for_a_plain_module(trainer_kwargs):
         ({"lr_decay": "0.5"}, TypeError, r"`lr_decay` must be a float"),
         ({"milestones": [2, 2]}, ValueError, r"strictly increasing.*milestones=\[2, 2\]"),
         ({"milestones": [1], "unfreeze_at_epoch": 1}, ValueError, "either `milestones` or"),
-        ({"strategy": "freeze_then_unfreeze", "milestones": [1]}, ValueError,
-         "`milestones` is for strategy='gradual'"),
+        (
+            {"strategy": "freeze_then_unfreeze", "milestones": [1]},
+            ValueError,
+            "`milestones` is for strategy='gradual'",
+        ),
         ({"strategy": "none", "unfreeze_at_epoch": 2}, ValueError, "strategy='none'"),
         ({"keep_frozen": -1}, ValueError, r"`keep_frozen` must be an int >= 0, but got keep"),
         ({"groups_per_step": 1.5}, TypeError, r"`groups_per_step` must be an int"),
@@ -335,8 +379,10 @@ def test_bad_arguments_fail_in_init(kwargs, error, match):
     ("kwargs", "match"),
     [
         ({"keep_frozen": 6}, r"`keep_frozen=6` is out of range: the model has 6 layer groups"),
-        ({"milestones": [1, 2, 3, 4], "groups_per_step": 2},
-         r"has 4 steps, but the model has 6 layer groups, 5 to unfreeze 2 at a time: at most 3"),
+        (
+            {"milestones": [1, 2, 3, 4], "groups_per_step": 2},
+            r"has 4 steps, but the model has 6 layer groups, 5 to unfreeze 2 at a time: at most 3",
+        ),
         ({"groups_per_step": 9}, r"`groups_per_step=9` is out of range: the model has 6 layer"),
     ],
 )
@@ -353,8 +399,11 @@ def test_unfreeze_beyond_max_epochs_warns(trainer_kwargs):
 def test_no_classifier_found_says_what_was_searched(trainer_kwargs):
     module = make_module()
     module.model.reset_classifier(0)  # get_classifier() is now an Identity without parameters
-    with pytest.raises(ValueError, match=r"no classifier found in ResNet: searched "
-                                         r"`get_classifier\(\)` \(returned Identity\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"no classifier found in ResNet: searched "
+        r"`get_classifier\(\)` \(returned Identity\)",
+    ):
         fit(module, [LayerFreezing()], trainer_kwargs, epochs=1)
 
 
@@ -367,7 +416,10 @@ def test_non_timm_module_without_groups_is_explained(trainer_kwargs):
     ("groups", "match"),
     [
         (["body.2", "out"], r"`groups\[0\]`: module 'body.2' has no parameters"),
-        (["nothing_here", "out"], r"'nothing_here' is neither a module of Plain.*\['body', 'out'\]"),
+        (
+            ["nothing_here", "out"],
+            r"'nothing_here' is neither a module of Plain.*\['body', 'out'\]",
+        ),
     ],
 )
 def test_explicit_groups_that_claim_nothing_are_errors(groups, match, trainer_kwargs):
@@ -422,9 +474,13 @@ def test_resume_with_lr_schedule_matches_the_uninterrupted_run(tmp_path, trainer
             recorder,
             ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, filename="{epoch}"),
         ]
-        trainer = pl.Trainer(max_epochs=5, callbacks=callbacks, limit_val_batches=0,
-                             deterministic=True,
-                             **{**trainer_kwargs, "enable_checkpointing": True})
+        trainer = pl.Trainer(
+            max_epochs=5,
+            callbacks=callbacks,
+            limit_val_batches=0,
+            deterministic=True,
+            **{**trainer_kwargs, "enable_checkpointing": True},
+        )
         trainer.fit(module, train_dataloaders=loader(), ckpt_path=ckpt_path)
         return module, recorder
 

@@ -58,16 +58,18 @@ class GradRecorder(pl.Callback):
         self.params: list[dict[str, torch.Tensor]] = []
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        self.grads.append({n: p.grad.clone() for n, p in pl_module.named_parameters()
-                           if p.grad is not None})
+        self.grads.append(
+            {n: p.grad.clone() for n, p in pl_module.named_parameters() if p.grad is not None}
+        )
         self.params.append({n: p.detach().clone() for n, p in pl_module.named_parameters()})
 
 
 def run(trainer_kwargs, clip, module=None, steps=4, **kwargs):
     module = module or Net()
     before, after = GradRecorder(), GradRecorder()
-    trainer = pl.Trainer(callbacks=[before, clip, after], max_steps=steps, **{**trainer_kwargs,
-                                                                              **kwargs})
+    trainer = pl.Trainer(
+        callbacks=[before, clip, after], max_steps=steps, **{**trainer_kwargs, **kwargs}
+    )
     trainer.fit(module)
     return trainer, module, before, after
 
@@ -141,8 +143,9 @@ def test_adaptive_leaves_timm_classifier_head_alone(trainer_kwargs):
     dm = DigitsDataModule(image_size=16, batch_size=16, classes=[0, 1, 2])
     before, after = GradRecorder(), GradRecorder()
     clip = GradientClipping(mode="adaptive", clip_factor=1e-4)
-    trainer = pl.Trainer(callbacks=[before, clip, after], max_steps=1, limit_val_batches=0,
-                         **trainer_kwargs)
+    trainer = pl.Trainer(
+        callbacks=[before, clip, after], max_steps=1, limit_val_batches=0, **trainer_kwargs
+    )
     trainer.fit(module, datamodule=dm)
     head = set(module.classifier_parameter_names)
     assert head
@@ -161,12 +164,14 @@ def test_auto_mode_clips_at_percentile_of_history(trainer_kwargs):
     clip = GradientClipping(mode="auto", percentile=25, history_size=3, log_every_n_steps=1)
     _, _, before, after = run(trainer_kwargs, clip, steps=6)
     norms = [float(torch.nn.utils.get_total_norm(list(g.values()))) for g in before.grads]
-    assert norms[0] == pytest.approx(float(torch.nn.utils.get_total_norm(
-        list(after.grads[0].values()))))  # a single value is its own percentile: no clipping
+    assert norms[0] == pytest.approx(
+        float(torch.nn.utils.get_total_norm(list(after.grads[0].values())))
+    )  # a single value is its own percentile: no clipping
     for step, raw in enumerate(before.grads):
-        threshold = float(np.percentile(norms[max(0, step - 2): step + 1], 25))
-        expected = clipped_copy(raw, torch.nn.utils.clip_grads_with_norm_, threshold,
-                                torch.tensor(norms[step]))
+        threshold = float(np.percentile(norms[max(0, step - 2) : step + 1], 25))
+        expected = clipped_copy(
+            raw, torch.nn.utils.clip_grads_with_norm_, threshold, torch.tensor(norms[step])
+        )
         for name in raw:
             torch.testing.assert_close(after.grads[step][name], expected[name])
     assert list(clip.state_dict()["history"]["0"]) == pytest.approx(norms[-3:])
@@ -199,15 +204,22 @@ def test_non_finite_step_is_skipped_and_leaves_weights_unchanged(trainer_kwargs,
 def test_consecutive_non_finite_steps_raise(trainer_kwargs):
     module = Net(nan_at={1, 2, 3, 4, 5})
     clip = GradientClipping(max_consecutive_skips=3)
-    with (pytest.warns(UserWarning, match="non-finite"),
-          pytest.raises(RuntimeError, match=r"3 consecutive optimizer steps had non-finite "
-                                            r"gradients .*body.weight")):
+    with (
+        pytest.warns(UserWarning, match="non-finite"),
+        pytest.raises(
+            RuntimeError,
+            match=r"3 consecutive optimizer steps had non-finite "
+            r"gradients .*body.weight",
+        ),
+    ):
         run(trainer_kwargs, clip, module=module, steps=8)
     assert clip.skipped_steps == 3
 
 
 def test_refuses_trainer_gradient_clip_val(trainer_kwargs):
-    with pytest.raises(ValueError, match=r"cannot run together with `Trainer\(gradient_clip_val=0.5"):
+    with pytest.raises(
+        ValueError, match=r"cannot run together with `Trainer\(gradient_clip_val=0.5"
+    ):
         run(trainer_kwargs, GradientClipping(), gradient_clip_val=0.5)
 
 
@@ -226,8 +238,10 @@ class TwoOptimizers(Net):
             opt.step()
 
     def configure_optimizers(self):
-        return (torch.optim.SGD(self.body.parameters(), lr=0.01),
-                torch.optim.SGD(self.head.parameters(), lr=0.01))
+        return (
+            torch.optim.SGD(self.body.parameters(), lr=0.01),
+            torch.optim.SGD(self.head.parameters(), lr=0.01),
+        )
 
 
 def test_manual_optimization_with_two_optimizers(trainer_kwargs):
@@ -249,8 +263,9 @@ def test_amp_clips_unscaled_gradients(trainer_kwargs):
     run(trainer_kwargs, reference, steps=1)
     scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
     clip = GradientClipping(max_norm=0.5)
-    _, _, before, after = run(trainer_kwargs, clip, steps=1,
-                              plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    _, _, before, after = run(
+        trainer_kwargs, clip, steps=1, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)]
+    )
     assert scaler.get_scale() == 8.0  # the step was not skipped
     assert clip.last_norm == pytest.approx(reference.last_norm, rel=0.02)  # not 8x
     expected = clipped_copy(before.grads[0], torch.nn.utils.clip_grad_norm_, 0.5)
@@ -293,8 +308,16 @@ class Forgetful(GradientClipping):
         ({"clip_value": 0.0}, ValueError, r"`clip_value` must be > 0"),
         ({"clip_factor": -0.01}, ValueError, r"`clip_factor` must be > 0"),
         ({"max_norm": "1"}, TypeError, r"`max_norm` must be a number, but got max_norm='1'"),
-        ({"mode": "agc"}, ValueError, r"`mode` must be one of \['adaptive', 'auto', 'norm', 'value'\]"),
-        ({"percentile": 0}, ValueError, r"`percentile` must be in \(0, 100\], but got percentile=0"),
+        (
+            {"mode": "agc"},
+            ValueError,
+            r"`mode` must be one of \['adaptive', 'auto', 'norm', 'value'\]",
+        ),
+        (
+            {"percentile": 0},
+            ValueError,
+            r"`percentile` must be in \(0, 100\], but got percentile=0",
+        ),
         ({"percentile": 101}, ValueError, r"`percentile` must be in \(0, 100\]"),
         ({"history_size": 0}, ValueError, r"`history_size` must be >= 1 or None"),
         ({"max_consecutive_skips": 0}, ValueError, r"`max_consecutive_skips` must be >= 1"),

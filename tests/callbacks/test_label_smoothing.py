@@ -16,8 +16,14 @@ from lightning_tune.demo import demo_callbacks
 
 
 def tiny_fit(trainer_kwargs, module, callbacks, **kwargs):
-    settings = {**trainer_kwargs, "max_epochs": 1, "limit_train_batches": 2,
-                "limit_val_batches": 1, "num_sanity_val_steps": 0, **kwargs}
+    settings = {
+        **trainer_kwargs,
+        "max_epochs": 1,
+        "limit_train_batches": 2,
+        "limit_val_batches": 1,
+        "num_sanity_val_steps": 0,
+        **kwargs,
+    }
     trainer = pl.Trainer(callbacks=callbacks, **settings)
     trainer.fit(module)
     return trainer
@@ -41,7 +47,9 @@ class Tiny(pl.LightningModule):
         elif kind == "attribute":
             self.label_smoothing = 0.0
         self.seen: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {
-            "train": [], "val": []}
+            "train": [],
+            "val": [],
+        }
 
     def targets(self, y):
         if self.kind == "ce_soft":
@@ -81,9 +89,12 @@ class Tiny(pl.LightningModule):
 
     def _loader(self, seed):
         g = torch.Generator().manual_seed(seed)
-        return DataLoader(TensorDataset(torch.randn(16, 4, generator=g),
-                                        torch.randint(0, self.classes, (16,), generator=g)),
-                          batch_size=8)
+        return DataLoader(
+            TensorDataset(
+                torch.randn(16, 4, generator=g), torch.randint(0, self.classes, (16,), generator=g)
+            ),
+            batch_size=8,
+        )
 
     def train_dataloader(self):
         return self._loader(0)
@@ -100,8 +111,10 @@ class Tiny(pl.LightningModule):
         ("function", lambda z, t, e: F.cross_entropy(z, t, label_smoothing=e)),
         ("attribute", lambda z, t, e: F.cross_entropy(z, t, label_smoothing=e)),
         ("bce", lambda z, t, e: F.binary_cross_entropy_with_logits(z, t * (1 - e) + e / 2)),
-        ("bce_multilabel",
-         lambda z, t, e: F.binary_cross_entropy_with_logits(z, t * (1 - e) + e / 2)),
+        (
+            "bce_multilabel",
+            lambda z, t, e: F.binary_cross_entropy_with_logits(z, t * (1 - e) + e / 2),
+        ),
     ],
 )
 def test_training_loss_smoothed_validation_loss_not(trainer_kwargs, kind, reference):
@@ -138,12 +151,19 @@ def test_validation_loss_identical_with_and_without_smoothing(trainer_kwargs):
     for eps in (0.0, 0.25):
         pl.seed_everything(0, verbose=False)
         module = TimmClassifier("test_resnet", num_classes=3, lr=1e-3)
-        trainer = pl.Trainer(callbacks=[LabelSmoothing(epsilon=eps)], max_epochs=1,
-                             limit_train_batches=1, limit_val_batches=2, **trainer_kwargs)
+        trainer = pl.Trainer(
+            callbacks=[LabelSmoothing(epsilon=eps)],
+            max_epochs=1,
+            limit_train_batches=1,
+            limit_val_batches=2,
+            **trainer_kwargs,
+        )
         trainer.fit(module, datamodule=dm)
         losses[eps] = float(trainer.callback_metrics["train_loss"])
         fit_val = float(trainer.callback_metrics["val_loss"])
-        val_losses[eps] = float(trainer.validate(module, datamodule=dm, verbose=False)[0]["val_loss"])
+        val_losses[eps] = float(
+            trainer.validate(module, datamodule=dm, verbose=False)[0]["val_loss"]
+        )
         plain = pl.Trainer(limit_val_batches=2, **trainer_kwargs)
         assert fit_val == val_losses[eps]
         assert plain.validate(module, datamodule=dm, verbose=False)[0]["val_loss"] == fit_val
@@ -156,8 +176,9 @@ def test_validation_loss_identical_with_and_without_smoothing(trainer_kwargs):
     images, labels = next(iter(dm.train_dataloader()))
     fresh.train()
     with torch.no_grad():
-            assert losses[0.25] == pytest.approx(
-            float(F.cross_entropy(fresh(images), labels, label_smoothing=0.25)), rel=1e-5)
+        assert losses[0.25] == pytest.approx(
+            float(F.cross_entropy(fresh(images), labels, label_smoothing=0.25)), rel=1e-5
+        )
 
 
 class EpsilonRecorder(pl.Callback):
@@ -180,37 +201,59 @@ def test_annealed_to_zero_over_the_last_epochs(trainer_kwargs):
 def test_schedule_resumes_exactly(trainer_kwargs, tmp_path):
     every = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1)
     straight, recorder = Tiny("ce"), EpsilonRecorder()
-    tiny_fit({**trainer_kwargs, "enable_checkpointing": True}, straight,
-             [LabelSmoothing(0.3, anneal_epochs=3), recorder, every], max_epochs=4)
+    tiny_fit(
+        {**trainer_kwargs, "enable_checkpointing": True},
+        straight,
+        [LabelSmoothing(0.3, anneal_epochs=3), recorder, every],
+        max_epochs=4,
+    )
     resumed, again = Tiny("ce"), EpsilonRecorder()
-    trainer = pl.Trainer(callbacks=[LabelSmoothing(0.3, anneal_epochs=3), again], max_epochs=4,
-                         limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0,
-                         **trainer_kwargs)
+    trainer = pl.Trainer(
+        callbacks=[LabelSmoothing(0.3, anneal_epochs=3), again],
+        max_epochs=4,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        **trainer_kwargs,
+    )
     trainer.fit(resumed, ckpt_path=next(tmp_path.glob("epoch=1-*.ckpt")))
-    assert again.seen == recorder.seen[-len(again.seen):] and len(again.seen) == 4
+    assert again.seen == recorder.seen[-len(again.seen) :] and len(again.seen) == 4
     for name, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
 
 
 def test_anneal_needs_max_epochs(trainer_kwargs):
     with pytest.raises(ValueError, match=r"anneal_epochs=2.*needs Trainer\(max_epochs=...\)"):
-        tiny_fit(trainer_kwargs, Tiny("ce"), [LabelSmoothing(0.1, anneal_epochs=2)],
-                 max_epochs=-1, max_steps=3)
+        tiny_fit(
+            trainer_kwargs,
+            Tiny("ce"),
+            [LabelSmoothing(0.1, anneal_epochs=2)],
+            max_epochs=-1,
+            max_steps=3,
+        )
 
 
 def test_module_without_reachable_loss_fails_in_setup(trainer_kwargs):
-    with pytest.raises(ValueError, match=r"cannot reach the loss of Tiny.*no float "
-                                         r"`label_smoothing` attribute"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot reach the loss of Tiny.*no float "
+        r"`label_smoothing` attribute",
+    ):
         tiny_fit(trainer_kwargs, Tiny("none"), [LabelSmoothing(0.1)])
-    with pytest.raises(ValueError, match=r"loss_attribute='loss'.*Tiny has no such attribute. "
-                                         r"Loss-like attributes: \['criterion'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"loss_attribute='loss'.*Tiny has no such attribute. "
+        r"Loss-like attributes: \['criterion'\]",
+    ):
         tiny_fit(trainer_kwargs, Tiny("ce"), [LabelSmoothing(0.1, loss_attribute="loss")])
 
 
 def test_several_loss_modules_need_loss_attribute(trainer_kwargs):
     module = Tiny("ce")
     module.aux_criterion = nn.BCEWithLogitsLoss()
-    with pytest.raises(ValueError, match=r"several loss modules .*\['criterion', 'aux_criterion'\]"):
+    with pytest.raises(
+        ValueError, match=r"several loss modules .*\['criterion', 'aux_criterion'\]"
+    ):
         tiny_fit(trainer_kwargs, module, [LabelSmoothing(0.1)])
     tiny_fit(trainer_kwargs, module, [LabelSmoothing(0.1, loss_attribute="criterion")])
     _, _, loss = module.seen["train"][-1]
@@ -219,7 +262,9 @@ def test_several_loss_modules_need_loss_attribute(trainer_kwargs):
 
 
 def test_one_sided_refused_for_multiclass_cross_entropy(trainer_kwargs):
-    with pytest.raises(ValueError, match=r"one_sided=True\) needs binary targets.*CrossEntropyLoss"):
+    with pytest.raises(
+        ValueError, match=r"one_sided=True\) needs binary targets.*CrossEntropyLoss"
+    ):
         tiny_fit(trainer_kwargs, Tiny("ce"), [LabelSmoothing(0.1, one_sided=True)])
 
 
@@ -262,8 +307,13 @@ def test_timm_classifier_with_all_three_and_the_demo_rows(trainer_kwargs):
     module = TimmClassifier("test_vit", num_classes=4, lr=3e-3, model_kwargs={"img_size": 16})
     early = EarlyStopping("val_loss", patience=1, restore_best_weights=True)
     clip = GradientClipping(max_norm=1.0, log_every_n_steps=1)
-    trainer = pl.Trainer(callbacks=[LabelSmoothing(0.1), clip, early], max_epochs=3,
-                         limit_train_batches=3, limit_val_batches=2, **trainer_kwargs)
+    trainer = pl.Trainer(
+        callbacks=[LabelSmoothing(0.1), clip, early],
+        max_epochs=3,
+        limit_train_batches=3,
+        limit_val_batches=2,
+        **trainer_kwargs,
+    )
     trainer.fit(module, datamodule=dm)
     assert early.best_epoch is not None and early.restored_epoch == early.best_epoch
     assert float(trainer.callback_metrics["grad_norm/after"]) <= 1.0 + 1e-4

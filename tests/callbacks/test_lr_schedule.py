@@ -36,8 +36,13 @@ class TinyModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         groups = [
-            {"params": [self.a.weight], "name": "a/weight", "initial_lr": 0.1, "lr_scale": 1.0,
-             "lr": 0.1},
+            {
+                "params": [self.a.weight],
+                "name": "a/weight",
+                "initial_lr": 0.1,
+                "lr_scale": 1.0,
+                "lr": 0.1,
+            },
             {"params": [self.a.bias], "name": "a/bias", "lr_scale": 0.25, "lr": 0.2},
         ]
         if self.optimizer_name == "sgd":
@@ -69,10 +74,16 @@ class AddGroup(pl.Callback):
         self.added = False
 
     def _add(self, trainer: pl.Trainer, pl_module: TinyModule) -> None:
-        trainer.optimizers[0].add_param_group({
-            "params": list(pl_module.b.parameters()), "name": "late", "initial_lr": 0.05,
-            "lr_scale": 0.5, "warmup_steps": self.warmup_steps, "lr": self.lr,
-        })
+        trainer.optimizers[0].add_param_group(
+            {
+                "params": list(pl_module.b.parameters()),
+                "name": "late",
+                "initial_lr": 0.05,
+                "lr_scale": 0.5,
+                "warmup_steps": self.warmup_steps,
+                "lr": self.lr,
+            }
+        )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: TinyModule) -> None:
         if self.added:
@@ -96,15 +107,21 @@ class Recorder(pl.Callback):
     def __init__(self) -> None:
         self.rows: list[tuple[int, tuple[float, ...], tuple[float, ...]]] = []
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: Any,
-                                 optimizer: torch.optim.Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: Any, optimizer: torch.optim.Optimizer
+    ) -> None:
         groups = optimizer.param_groups
         moms = tuple(g["betas"][0] if "betas" in g else g["momentum"] for g in groups)
         self.rows.append((trainer.global_step, tuple(g["lr"] for g in groups), moms))
 
 
-def _fit(trainer_kwargs: dict, callbacks: list, module: pl.LightningModule | None = None,
-         ckpt_path: str | None = None, **kwargs: Any) -> tuple[pl.Trainer, Recorder]:
+def _fit(
+    trainer_kwargs: dict,
+    callbacks: list,
+    module: pl.LightningModule | None = None,
+    ckpt_path: str | None = None,
+    **kwargs: Any,
+) -> tuple[pl.Trainer, Recorder]:
     recorder = Recorder()
     settings = {**trainer_kwargs, "max_epochs": 3, **kwargs}
     trainer = pl.Trainer(callbacks=[*callbacks, recorder], **settings)
@@ -134,8 +151,9 @@ def test_max_steps_sets_the_run_length(trainer_kwargs):
 
 
 def test_epoch_interval_changes_the_lr_once_per_epoch(trainer_kwargs):
-    callback = LRSchedule("step", warmup=1, interval="epoch", step_size=1, gamma=0.5,
-                          warmup_start_factor=0.5)
+    callback = LRSchedule(
+        "step", warmup=1, interval="epoch", step_size=1, gamma=0.5, warmup_start_factor=0.5
+    )
     _, recorder = _fit(trainer_kwargs, [callback], max_epochs=4)
     per_epoch = [recorder.rows[e * BATCHES][1][0] for e in range(4)]
     assert per_epoch == pytest.approx([0.05, 0.1, 0.05, 0.025])
@@ -158,8 +176,9 @@ def test_late_group_is_scheduled_from_its_first_step_with_its_own_warmup(trainer
     assert all(len(row[1]) == 2 for row in recorder.rows[:BATCHES])
     late = [row[1][2] for row in recorder.rows[BATCHES:]]
     own = [0.0, 1 / 3, 2 / 3] + [1.0] * (2 * BATCHES - 3)
-    assert late == pytest.approx([0.05 * 0.5 * w * f for w, f in zip(own, curve[BATCHES:])],
-                                 rel=1e-15)
+    assert late == pytest.approx(
+        [0.05 * 0.5 * w * f for w, f in zip(own, curve[BATCHES:])], rel=1e-15
+    )
 
 
 def _resume_run(tmp_path: Path, trainer_kwargs: dict, make_callback, stop_at: int):
@@ -167,8 +186,9 @@ def _resume_run(tmp_path: Path, trainer_kwargs: dict, make_callback, stop_at: in
         return [AddGroup(epoch=1, warmup_steps=5), make_callback()]
 
     _, full = _fit(trainer_kwargs, callbacks())
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=stop_at,
-                                 save_top_k=-1, filename="{step}")
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", every_n_train_steps=stop_at, save_top_k=-1, filename="{step}"
+    )
     settings = {**trainer_kwargs, "enable_checkpointing": True}
     _fit(settings, [*callbacks(), checkpoint], max_steps=stop_at)
     path = tmp_path / "ckpt" / f"step={stop_at}.ckpt"
@@ -177,11 +197,22 @@ def _resume_run(tmp_path: Path, trainer_kwargs: dict, make_callback, stop_at: in
 
 
 @pytest.mark.parametrize("stop_at", [5, 11])
-@pytest.mark.parametrize("make_callback", [
-    lambda: LRSchedule("cosine", warmup=0.25, min_factor=0.01),
-    lambda: CyclicLR(base_lr=0.01, max_lr=0.1, step_size_up=3, step_size_down=4,
-                     mode="triangular2", warmup=2, warmup_start_factor=0.1),
-], ids=["warmup-cosine", "cyclic-momentum"])
+@pytest.mark.parametrize(
+    "make_callback",
+    [
+        lambda: LRSchedule("cosine", warmup=0.25, min_factor=0.01),
+        lambda: CyclicLR(
+            base_lr=0.01,
+            max_lr=0.1,
+            step_size_up=3,
+            step_size_down=4,
+            mode="triangular2",
+            warmup=2,
+            warmup_start_factor=0.1,
+        ),
+    ],
+    ids=["warmup-cosine", "cyclic-momentum"],
+)
 def test_resume_from_checkpoint_is_bit_for_bit(tmp_path, trainer_kwargs, make_callback, stop_at):
     full, resumed = _resume_run(tmp_path, trainer_kwargs, make_callback, stop_at)
     assert len(full) == 3 * BATCHES
@@ -194,7 +225,8 @@ def test_state_dict_names_groups_and_their_first_step(trainer_kwargs):
     callback = LRSchedule("cosine")
     _fit(trainer_kwargs, [AddGroup(epoch=1), callback], max_epochs=2)
     assert callback.state_dict() == {
-        "groups": {0: [["a/weight", 0], ["a/bias", 0], ["late", BATCHES]]}, "manual_steps": 0,
+        "groups": {0: [["a/weight", 0], ["a/bias", 0], ["late", BATCHES]]},
+        "manual_steps": 0,
     }
 
 
@@ -247,8 +279,10 @@ class ManualTwoOptimizers(TinyModule):
     def configure_optimizers(self) -> Any:
         if not self.with_optimizers:
             return None
-        return [torch.optim.SGD(self.a.parameters(), lr=0.1),
-                torch.optim.SGD(self.b.parameters(), lr=0.2)]
+        return [
+            torch.optim.SGD(self.a.parameters(), lr=0.1),
+            torch.optim.SGD(self.b.parameters(), lr=0.2),
+        ]
 
 
 def test_manual_optimization_schedules_only_the_chosen_optimizer(trainer_kwargs):
@@ -284,20 +318,34 @@ def test_module_scheduler_and_callback_fail_with_the_fix(trainer_kwargs):
 
 
 def test_two_schedules_on_one_optimizer_fail(trainer_kwargs):
-    trainer = pl.Trainer(callbacks=[LRSchedule("cosine"), Warmup(3)], max_epochs=1,
-                         **trainer_kwargs)
+    trainer = pl.Trainer(
+        callbacks=[LRSchedule("cosine"), Warmup(3)], max_epochs=1, **trainer_kwargs
+    )
     with pytest.raises(ValueError, match="Two LRSchedule callbacks"):
         trainer.fit(TinyModule())
 
 
-@pytest.mark.parametrize(("callback", "kwargs", "match"), [
-    (LRSchedule("cosine"), {"max_epochs": -1, "max_steps": -1},
-     "needs the run length.*max_epochs=-1.*total_steps"),
-    (LRSchedule("constant", warmup=0.5), {"max_epochs": -1, "max_steps": -1},
-     "fraction of the run.*unknown"),
-    (LRSchedule("cosine", warmup=30), {"max_epochs": 3}, r"warmup \(30 steps\) must be shorter"),
-    (LRSchedule("cosine", optimizers=[2]), {"max_epochs": 1}, r"names optimizer\(s\) \[2\]"),
-])
+@pytest.mark.parametrize(
+    ("callback", "kwargs", "match"),
+    [
+        (
+            LRSchedule("cosine"),
+            {"max_epochs": -1, "max_steps": -1},
+            "needs the run length.*max_epochs=-1.*total_steps",
+        ),
+        (
+            LRSchedule("constant", warmup=0.5),
+            {"max_epochs": -1, "max_steps": -1},
+            "fraction of the run.*unknown",
+        ),
+        (
+            LRSchedule("cosine", warmup=30),
+            {"max_epochs": 3},
+            r"warmup \(30 steps\) must be shorter",
+        ),
+        (LRSchedule("cosine", optimizers=[2]), {"max_epochs": 1}, r"names optimizer\(s\) \[2\]"),
+    ],
+)
 def test_run_time_errors(trainer_kwargs, callback, kwargs, match):
     trainer = pl.Trainer(callbacks=[callback], **{**trainer_kwargs, **kwargs})
     with pytest.raises(ValueError, match=match):
@@ -317,41 +365,53 @@ def test_cycle_momentum_needs_an_optimizer_with_momentum(trainer_kwargs):
 def test_infinite_run_with_a_schedule_that_needs_no_length(trainer_kwargs):
     callback = LRSchedule("exponential", warmup=2, gamma=0.5)
     _, recorder = _fit(trainer_kwargs, [callback], max_epochs=-1, max_steps=5)
-    assert [row[1][0] for row in recorder.rows] == pytest.approx(
-        [0.0, 0.05, 0.1, 0.05, 0.025])
+    assert [row[1][0] for row in recorder.rows] == pytest.approx([0.0, 0.05, 0.1, 0.05, 0.025])
 
 
 # ------------------------------------------------------------------------ bad arguments
-@pytest.mark.parametrize(("kwargs", "error", "match"), [
-    ({"warmup": -1}, ValueError, "`warmup` must be an int >= 0.*warmup=-1"),
-    ({"warmup": 1.5}, ValueError, r"a float in \(0, 1\).*warmup=1.5"),
-    ({"warmup": "10"}, TypeError, "`warmup` must be an int or a float"),
-    ({"warmup_mode": "quadratic"}, ValueError,
-     r"`warmup_mode` must be one of \['linear', 'cosine', 'exponential'\]"),
-    ({"warmup": 3, "warmup_mode": "exponential"}, ValueError, "warmup_start_factor` > 0"),
-    ({"warmup_start_factor": -0.1}, ValueError, r"`warmup_start_factor` must be in \[0, 1\]"),
-    ({"warmup_start_factor": 0.1, "warmup_start_lr": 1e-4}, ValueError, "not both"),
-    ({"interval": "batch"}, ValueError, r"`interval` must be one of \['step', 'epoch'\]"),
-    ({"total_steps": 0}, ValueError, "`total_steps` must be > 0"),
-    ({"total_steps": 10.0}, TypeError, "`total_steps` must be an int"),
-    ({"max_lr": -1.0}, ValueError, "`max_lr` must be > 0"),
-    ({"cycle_momentum": True}, ValueError, "cycle_momentum=True needs.*'cyclic' or 'one_cycle'"),
-    ({"optimizers": []}, ValueError, "`optimizers` must be None"),
-    ({"schedule": "warm"}, ValueError, r"`schedule` must be one of \['constant'"),
-    ({"gamma": 0.5}, TypeError, r"unexpected argument\(s\) \['gamma'\]"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"warmup": -1}, ValueError, "`warmup` must be an int >= 0.*warmup=-1"),
+        ({"warmup": 1.5}, ValueError, r"a float in \(0, 1\).*warmup=1.5"),
+        ({"warmup": "10"}, TypeError, "`warmup` must be an int or a float"),
+        (
+            {"warmup_mode": "quadratic"},
+            ValueError,
+            r"`warmup_mode` must be one of \['linear', 'cosine', 'exponential'\]",
+        ),
+        ({"warmup": 3, "warmup_mode": "exponential"}, ValueError, "warmup_start_factor` > 0"),
+        ({"warmup_start_factor": -0.1}, ValueError, r"`warmup_start_factor` must be in \[0, 1\]"),
+        ({"warmup_start_factor": 0.1, "warmup_start_lr": 1e-4}, ValueError, "not both"),
+        ({"interval": "batch"}, ValueError, r"`interval` must be one of \['step', 'epoch'\]"),
+        ({"total_steps": 0}, ValueError, "`total_steps` must be > 0"),
+        ({"total_steps": 10.0}, TypeError, "`total_steps` must be an int"),
+        ({"max_lr": -1.0}, ValueError, "`max_lr` must be > 0"),
+        (
+            {"cycle_momentum": True},
+            ValueError,
+            "cycle_momentum=True needs.*'cyclic' or 'one_cycle'",
+        ),
+        ({"optimizers": []}, ValueError, "`optimizers` must be None"),
+        ({"schedule": "warm"}, ValueError, r"`schedule` must be one of \['constant'"),
+        ({"gamma": 0.5}, TypeError, r"unexpected argument\(s\) \['gamma'\]"),
+    ],
+)
 def test_bad_arguments(kwargs, error, match):
     kwargs = {"schedule": "cosine", **kwargs}
     with pytest.raises(error, match=match):
         LRSchedule(**kwargs)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"base_lr": 0.1, "max_lr": 0.01}, "`max_lr` must be > 0 and >= `base_lr`.*swap"),
-    ({"base_lr": 0.1}, "give both `base_lr` and `max_lr`"),
-    ({"mode": "sawtooth"}, r"`mode` must be one of \['triangular'"),
-    ({"base_momentum": 0.95, "max_momentum": 0.9}, "`base_momentum` must be <= `max_momentum`"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"base_lr": 0.1, "max_lr": 0.01}, "`max_lr` must be > 0 and >= `base_lr`.*swap"),
+        ({"base_lr": 0.1}, "give both `base_lr` and `max_lr`"),
+        ({"mode": "sawtooth"}, r"`mode` must be one of \['triangular'"),
+        ({"base_momentum": 0.95, "max_momentum": 0.9}, "`base_momentum` must be <= `max_momentum`"),
+    ],
+)
 def test_cyclic_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CyclicLR(**kwargs)
@@ -364,8 +424,13 @@ def test_timm_layer_decay_groups_keep_their_scales(trainer_kwargs):
     datamodule = DigitsDataModule(image_size=16, batch_size=16)
     callback = LRSchedule("cosine", warmup=2)
     recorder = Recorder()
-    trainer = pl.Trainer(callbacks=[callback, recorder], max_epochs=1, limit_train_batches=5,
-                         limit_val_batches=1, **trainer_kwargs)
+    trainer = pl.Trainer(
+        callbacks=[callback, recorder],
+        max_epochs=1,
+        limit_train_batches=5,
+        limit_val_batches=1,
+        **trainer_kwargs,
+    )
     trainer.fit(module, datamodule=datamodule)
     groups = trainer.optimizers[0].param_groups
     curve = callback.preview(5)
@@ -375,21 +440,22 @@ def test_timm_layer_decay_groups_keep_their_scales(trainer_kwargs):
 
 
 def test_group_added_after_the_batch_start_hook_is_scheduled_before_its_first_update(
-        trainer_kwargs):
+    trainer_kwargs,
+):
     class AddLate(AddGroup):
         def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: TinyModule) -> None:
             pass
 
-        def on_train_batch_start(self, trainer: pl.Trainer, pl_module: TinyModule, batch: Any,
-                                 batch_idx: int) -> None:  # runs after LRSchedule's hook
+        def on_train_batch_start(
+            self, trainer: pl.Trainer, pl_module: TinyModule, batch: Any, batch_idx: int
+        ) -> None:  # runs after LRSchedule's hook
             if trainer.global_step == 3 and not self.added:
                 self._add(trainer, pl_module)
                 self.added = True
 
     callback = LRSchedule("linear")
     # the group arrives with lr=123.0: its first update must already use the scheduled LR
-    _, recorder = _fit(trainer_kwargs, [callback, AddLate(warmup_steps=0, lr=123.0)],
-                       max_epochs=1)
+    _, recorder = _fit(trainer_kwargs, [callback, AddLate(warmup_steps=0, lr=123.0)], max_epochs=1)
     curve = callback.preview(BATCHES)
     late = [row[1][2] for row in recorder.rows[3:]]
     assert late == pytest.approx([0.05 * 0.5 * f for f in curve[3:]], rel=1e-15)
@@ -401,22 +467,35 @@ def test_with_layer_freezing_new_groups_warm_up_and_resume_exactly(tmp_path, tra
     def run(extra: list, ckpt_path: str | None = None, **kwargs: Any) -> list:
         pl.seed_everything(0, verbose=False)
         recorder = Recorder()
-        callbacks = [LayerFreezing("gradual", milestones=[1, 2], lr_decay=0.5, warmup_steps=3),
-                     LRSchedule("cosine", warmup=2), *extra, recorder]
+        callbacks = [
+            LayerFreezing("gradual", milestones=[1, 2], lr_decay=0.5, warmup_steps=3),
+            LRSchedule("cosine", warmup=2),
+            *extra,
+            recorder,
+        ]
         settings = {**trainer_kwargs, "enable_checkpointing": bool(extra), **kwargs}
-        trainer = pl.Trainer(max_epochs=3, limit_train_batches=4, limit_val_batches=0,
-                             callbacks=callbacks, **settings)
-        trainer.fit(TimmClassifier("test_resnet", num_classes=10, lr=0.01),
-                    DigitsDataModule(image_size=16, batch_size=8), ckpt_path=ckpt_path)
+        trainer = pl.Trainer(
+            max_epochs=3,
+            limit_train_batches=4,
+            limit_val_batches=0,
+            callbacks=callbacks,
+            **settings,
+        )
+        trainer.fit(
+            TimmClassifier("test_resnet", num_classes=10, lr=0.01),
+            DigitsDataModule(image_size=16, batch_size=8),
+            ckpt_path=ckpt_path,
+        )
         return [(row[0], row[1]) for row in recorder.rows]
 
     full = run([])
     sizes = [len(lrs) for _, lrs in full]
     first = sizes.index(max(sizes))
     assert first == 8 and sizes[4] > sizes[3]  # groups join at epochs 1 and 2 (4 steps each)
-    assert all(lr == 0.0 for lr in full[first][1][sizes[first - 1]:])  # own warmup starts at 0
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=5,
-                                 save_top_k=-1, filename="{step}")
+    assert all(lr == 0.0 for lr in full[first][1][sizes[first - 1] :])  # own warmup starts at 0
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", every_n_train_steps=5, save_top_k=-1, filename="{step}"
+    )
     run([checkpoint], max_steps=5)
     resumed = run([], ckpt_path=str(tmp_path / "ckpt" / "step=5.ckpt"))
     assert resumed == full[5:]

@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader, TensorDataset
 class ScriptedModule(pl.LightningModule):
     """A 2->1 linear model whose ``metric`` at validation i is ``values[i]`` (the last repeats)."""
 
-    def __init__(self, values: Sequence[float] = (1.0,), metric: str = "val_loss",
-                 batch_size: int = 4) -> None:
+    def __init__(
+        self, values: Sequence[float] = (1.0,), metric: str = "val_loss", batch_size: int = 4
+    ) -> None:
         super().__init__()
         self.values = list(values)
         self.metric = metric

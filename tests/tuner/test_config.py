@@ -22,16 +22,23 @@ SMALL = {
     "sampler": "random",
     "pruner": {"name": "median", "kwargs": {"n_startup_trials": 1}},
     "model": {"class": "TimmClassifier", "kwargs": {"model_name": "test_resnet"}},
-    "data": {"class": "lightning_tune.data.DigitsDataModule",
-             "kwargs": {"image_size": 16, "train_fraction": 0.2}},
+    "data": {
+        "class": "lightning_tune.data.DigitsDataModule",
+        "kwargs": {"image_size": 16, "train_fraction": 0.2},
+    },
     "search_space": {
         "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},  # written as 1e-3
         "batch_size": {"type": "pow2", "low": 16, "high": 32},
         "epsilon": {"type": "float", "low": 0.0, "high": 0.2},
     },
     "callbacks": [{"class": "tests_recorder.Recorder", "kwargs": {"value": "$epsilon"}}],
-    "trainer": {"accelerator": "cpu", "devices": 1, "limit_train_batches": 2,
-                "limit_val_batches": 1, "num_sanity_val_steps": 0},
+    "trainer": {
+        "accelerator": "cpu",
+        "devices": 1,
+        "limit_train_batches": 2,
+        "limit_val_batches": 1,
+        "num_sanity_val_steps": 0,
+    },
 }
 
 
@@ -64,14 +71,20 @@ def test_the_bundled_config_loads_and_builds_a_tuner():
     cfg = load_config(bundled_config())
     tuner = tuner_from_config(cfg, storage="memory")
     assert set(tuner.search_space.distributions()) == {
-        "lr", "weight_decay", "batch_size", "label_smoothing", "warmup"}
+        "lr",
+        "weight_decay",
+        "batch_size",
+        "label_smoothing",
+        "warmup",
+    }
     assert tuner.search_space.distributions()["lr"].low == pytest.approx(1e-4)  # '1e-4' is a float
     assert type(tuner.pruner).__name__ == "HyperbandPruner"
     assert tuner.max_resource == cfg["max_epochs"]
 
 
 def test_cli_tune_runs_continues_and_passes_tuned_values_to_callbacks(
-        tmp_path, capsys, recorder_module):
+    tmp_path, capsys, recorder_module
+):
     config = _write(tmp_path, SMALL)
     out = tmp_path / "runs"
     assert main(["tune", "--config", str(config), "--output-dir", str(out), "--quiet"]) == 0
@@ -83,8 +96,21 @@ def test_cli_tune_runs_continues_and_passes_tuned_values_to_callbacks(
     assert {t.params["batch_size"] for t in study.trials} <= {16, 32}
 
     # the same command again continues the study up to --n-trials finished trials in all
-    assert main(["tune", "--config", str(config), "--output-dir", str(out), "--quiet",
-                 "--n-trials", "3"]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                "--config",
+                str(config),
+                "--output-dir",
+                str(out),
+                "--quiet",
+                "--n-trials",
+                "3",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tune"]
     assert summary["trials"] == 3
 
@@ -93,21 +119,36 @@ def test_cli_tune_runs_continues_and_passes_tuned_values_to_callbacks(
     ("change", "match"),
     [
         ({"n_trails": 3}, r"unknown keys \['n_trails'\]; accepted keys: \["),
-        ({"model": {"class": "TimmClassifier", "kwags": {}}}, r"config `model` has unknown keys \['kwags'\]"),
-        ({"pruner": "patience"}, r"`pruner` must be one of \['hyperband', 'median', 'none', 'successive_halving'\]"),
+        (
+            {"model": {"class": "TimmClassifier", "kwags": {}}},
+            r"config `model` has unknown keys \['kwags'\]",
+        ),
+        (
+            {"pruner": "patience"},
+            r"`pruner` must be one of \['hyperband', 'median', 'none', 'successive_halving'\]",
+        ),
         ({"sampler": {"name": "grid"}}, r"`sampler` must be one of"),
         ({"n_trials": 0}, r"`n_trials` must be an int > 0, but got n_trials=0"),
         ({"storage": "mysql:/db"}, r"`storage`='mysql:/db'"),
-        ({"search_space": {**SMALL["search_space"],
-                           "lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}},
-         r"log range must have low > 0"),
+        (
+            {
+                "search_space": {
+                    **SMALL["search_space"],
+                    "lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True},
+                }
+            },
+            r"log range must have low > 0",
+        ),
         ({"model": {"class": "NoSuchModel"}}, r"unknown class 'NoSuchModel'; use a dotted path"),
-        ({"callbacks": [{"class": "LabelSmoothing", "kwargs": {"epsilon": "$eps"}}]},
-         r"refers to \['\$eps'\] which are not in the search space"),
+        (
+            {"callbacks": [{"class": "LabelSmoothing", "kwargs": {"epsilon": "$eps"}}]},
+            r"refers to \['\$eps'\] which are not in the search space",
+        ),
     ],
 )
 def test_bad_configs_fail_before_training_with_a_clear_error(
-        tmp_path, capsys, recorder_module, change, match):
+    tmp_path, capsys, recorder_module, change, match
+):
     cfg = {**SMALL, **change}
     config = _write(tmp_path, cfg)
     assert main(["tune", "--config", str(config), "--output-dir", str(tmp_path / "runs")]) == 2

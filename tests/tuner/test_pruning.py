@@ -54,8 +54,9 @@ def test_a_bad_trial_stops_through_should_stop_and_fit_returns(trainer_kwargs):
 def test_median_pruning_respects_startup_and_warmup(
     trainer_kwargs, n_startup_trials, n_warmup_steps, completed, pruned_at
 ):
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials,
-                                         n_warmup_steps=n_warmup_steps)
+    pruner = optuna.pruners.MedianPruner(
+        n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps
+    )
     study = optuna.create_study(pruner=pruner)
     for _ in range(completed):
         _complete(study, trainer_kwargs, [1.0] * 6)
@@ -74,8 +75,7 @@ def test_step_stays_unique_with_several_validations_per_epoch(trainer_kwargs):
     trial = study.ask()
     values = [float(i) for i in range(6)]
     module = ScriptedModule(values, batch_size=2)  # 4 training batches per epoch
-    _, pruning = _fit(module, trial, {**trainer_kwargs, "val_check_interval": 0.5},
-                      max_epochs=3)
+    _, pruning = _fit(module, trial, {**trainer_kwargs, "val_check_interval": 0.5}, max_epochs=3)
     assert pruning.validations == 6
     study.tell(trial, 0.0)
     assert study.trials[0].intermediate_values == {i: float(i) for i in range(6)}
@@ -87,8 +87,9 @@ def test_nonfinite_metrics_stop_the_trial_with_the_reason(
     trainer_kwargs, bad, on_nonfinite, status
 ):
     study = optuna.create_study()
-    trainer, pruning = _fit(ScriptedModule([1.0, bad, 0.5]), study.ask(), trainer_kwargs,
-                            on_nonfinite=on_nonfinite)
+    trainer, pruning = _fit(
+        ScriptedModule([1.0, bad, 0.5]), study.ask(), trainer_kwargs, on_nonfinite=on_nonfinite
+    )
     assert pruning.status == status and trainer.current_epoch == 2
     assert pruning.reason == f"val_loss={bad} at validation step 1 (epoch 1)"
     assert pruning.values == [1.0]  # the non-finite value is not reported
@@ -99,14 +100,19 @@ def test_nonfinite_metrics_stop_the_trial_with_the_reason(
 
 def test_a_metric_never_logged_is_an_error_listing_the_logged_ones(trainer_kwargs):
     study = optuna.create_study()
-    with pytest.raises(MetricNotFoundError,
-                       match=r"'val_acc' was not logged .* logged metrics: \['other_metric', 'val_loss'\]"):
+    with pytest.raises(
+        MetricNotFoundError,
+        match=r"'val_acc' was not logged .* logged metrics: \['other_metric', 'val_loss'\]",
+    ):
         _fit(ScriptedModule([1.0]), study.ask(), trainer_kwargs, monitor="val_acc")
 
 
 def test_bad_arguments():
     trial = optuna.create_study().ask()
-    with pytest.raises(ValueError, match=r"`on_nonfinite` must be one of \['prune', 'fail'\], but got on_nonfinite='skip'"):
+    with pytest.raises(
+        ValueError,
+        match=r"`on_nonfinite` must be one of \['prune', 'fail'\], but got on_nonfinite='skip'",
+    ):
         OptunaPruning(trial, on_nonfinite="skip")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"`trial` must be an optuna\.Trial"):
         OptunaPruning(object())  # type: ignore[arg-type]
@@ -123,13 +129,15 @@ def test_resume_from_a_checkpoint_reports_the_same_steps(trainer_kwargs, tmp_pat
     _, full = _fit(ScriptedModule(values), full_trial, trainer_kwargs)
 
     stopped_trial = study.ask()
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True,
-                                              save_top_k=0)
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0
+    )
     first = OptunaPruning(stopped_trial)
     pl.Trainer(max_epochs=3, callbacks=[first, checkpoint], **kwargs).fit(ScriptedModule(values))
     resumed = OptunaPruning(stopped_trial)
     pl.Trainer(max_epochs=6, callbacks=[resumed], **trainer_kwargs).fit(
-        ScriptedModule(values), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+        ScriptedModule(values), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt")
+    )
 
     assert resumed.state_dict() == full.state_dict()
     study.tell(full_trial, full.values[-1])

@@ -59,14 +59,33 @@ def _config(tmp_path, extra: str = "") -> str:
 
 
 def _tuner(tmp_path, module=TimmClassifier, storage="memory", **kwargs) -> Tuner:
-    options = {"pruner": "none", "sampler": "random", "keep_checkpoints": 0, "loggers": (),
-               "quiet": True, "max_epochs": 1, **kwargs}
-    return Tuner(module, SPACE, datamodule=DigitsDataModule,
-                 datamodule_kwargs={"image_size": 8, "train_fraction": 0.1, "batch_size": 32},
-                 module_kwargs={"model_name": "test_resnet"}, storage=storage,
-                 study_name="s", output_dir=tmp_path,
-                 trainer_kwargs={"accelerator": "cpu", "devices": 1, "limit_train_batches": 1,
-                                 "limit_val_batches": 1, "num_sanity_val_steps": 0}, **options)
+    options = {
+        "pruner": "none",
+        "sampler": "random",
+        "keep_checkpoints": 0,
+        "loggers": (),
+        "quiet": True,
+        "max_epochs": 1,
+        **kwargs,
+    }
+    return Tuner(
+        module,
+        SPACE,
+        datamodule=DigitsDataModule,
+        datamodule_kwargs={"image_size": 8, "train_fraction": 0.1, "batch_size": 32},
+        module_kwargs={"model_name": "test_resnet"},
+        storage=storage,
+        study_name="s",
+        output_dir=tmp_path,
+        trainer_kwargs={
+            "accelerator": "cpu",
+            "devices": 1,
+            "limit_train_batches": 1,
+            "limit_val_batches": 1,
+            "num_sanity_val_steps": 0,
+        },
+        **options,
+    )
 
 
 def _states(tmp_path, study="sweep") -> list[optuna.trial.FrozenTrial]:
@@ -100,15 +119,17 @@ def test_the_default_storage_has_a_heartbeat_and_the_tuner_a_public_storage_api(
     assert tuner.storage_source is None
     storage = tuner.open_storage()
     assert heartbeat_enabled(storage) and storage is tuner.open_storage()
-    assert not heartbeat_enabled(_tuner(tmp_path / "off", storage=None,
-                                        heartbeat_interval=None).open_storage())
+    assert not heartbeat_enabled(
+        _tuner(tmp_path / "off", storage=None, heartbeat_interval=None).open_storage()
+    )
     clone = tuner.with_storage(None)
     assert clone.storage_source is None and clone.study is None
     with tuner.quiet_libraries():
         assert optuna.logging.get_verbosity() == optuna.logging.WARNING
     study = tuner.create_study()
-    tuner.prune_checkpoints(study, optuna.trial.create_trial(
-        params={}, distributions={}, value=1.0))  # a public study callback
+    tuner.prune_checkpoints(
+        study, optuna.trial.create_trial(params={}, distributions={}, value=1.0)
+    )  # a public study callback
     with pytest.raises(ValueError, match="`grace_period` must be > `heartbeat_interval`"):
         _tuner(tmp_path, storage=None, heartbeat_interval=5, grace_period=5)
 
@@ -141,10 +162,20 @@ def test_a_trial_that_raises_is_failed_with_its_message_and_the_sweep_goes_on(tm
 
 @pytest.mark.parametrize("command", ["tune", "worker"])
 def test_an_unreachable_database_is_a_one_line_error_without_the_password(
-        tmp_path, capsys, command):
+    tmp_path, capsys, command
+):
     url = "postgresql://me:hunter2@127.0.0.1:1/optuna"
-    argv = [command, "--config", _config(tmp_path), "--storage", url, "--n-trials", "1",
-            "--output-dir", str(tmp_path)]
+    argv = [
+        command,
+        "--config",
+        _config(tmp_path),
+        "--storage",
+        url,
+        "--n-trials",
+        "1",
+        "--output-dir",
+        str(tmp_path),
+    ]
     if command == "worker":
         argv += ["--study", "s"]
     assert main(argv) == 2
@@ -156,14 +187,32 @@ def test_an_unreachable_database_is_a_one_line_error_without_the_password(
 
 @pytest.mark.slow
 def test_tune_killed_mid_trial_then_rerun_retries_the_trial_and_finishes(tmp_path):
-    config = _config(tmp_path, "callbacks: [{class: scripted_module.SlowSteps, "
-                               "kwargs: {seconds: 0.4}}]\n")
-    cmd = [sys.executable, "-m", "lightning_tune.cli", "tune", "--config", config,
-           "--n-trials", "3", "--output-dir", str(tmp_path), "--heartbeat-interval", "1",
-           "--grace-period", "2"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(HERE), str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1"}
+    config = _config(
+        tmp_path, "callbacks: [{class: scripted_module.SlowSteps, kwargs: {seconds: 0.4}}]\n"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "lightning_tune.cli",
+        "tune",
+        "--config",
+        config,
+        "--n-trials",
+        "3",
+        "--output-dir",
+        str(tmp_path),
+        "--heartbeat-interval",
+        "1",
+        "--grace-period",
+        "2",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(HERE), str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+        "OMP_NUM_THREADS": "1",
+    }
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         end = time.monotonic() + 120
@@ -201,8 +250,11 @@ def test_a_sweep_whose_trials_keep_failing_stops_instead_of_looping(tmp_path):
     study = tuner.create_study()
     for _ in range(2):
         study.enqueue_trial({"lr": 0.05})
-    with pytest.raises(TooManyFailuresError, match=r"2 trials in a row failed in worker .*"
-                       r"RuntimeError: lr 0.05 is too large"):
+    with pytest.raises(
+        TooManyFailuresError,
+        match=r"2 trials in a row failed in worker .*"
+        r"RuntimeError: lr 0.05 is too large",
+    ):
         run_worker(tuner, n_trials=3, max_consecutive_failures=2)
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
 

@@ -11,15 +11,21 @@ from lightning_tune.tuner import Categorical, Fixed, Float, Int, PowerOfTwo, Sea
     ("spec", "expected"),
     [
         ({"type": "float", "low": 0.0, "high": 0.3}, FloatDistribution(0.0, 0.3)),
-        ({"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
-         FloatDistribution(1e-5, 1e-1, log=True)),
-        ({"type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
-         FloatDistribution(0.0, 0.3, step=0.1)),
+        (
+            {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+            FloatDistribution(1e-5, 1e-1, log=True),
+        ),
+        (
+            {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
+            FloatDistribution(0.0, 0.3, step=0.1),
+        ),
         ({"type": "int", "low": 0, "high": 10}, IntDistribution(0, 10)),
         ({"type": "int", "low": 1, "high": 64, "log": True}, IntDistribution(1, 64, log=True)),
         ({"type": "int", "low": 0, "high": 8, "step": 2}, IntDistribution(0, 8, step=2)),
-        ({"type": "categorical", "choices": ["adamw", "sgd"]},
-         CategoricalDistribution(("adamw", "sgd"))),
+        (
+            {"type": "categorical", "choices": ["adamw", "sgd"]},
+            CategoricalDistribution(("adamw", "sgd")),
+        ),
         (["test_resnet", "test_vit"], CategoricalDistribution(("test_resnet", "test_vit"))),
         ({"type": "pow2", "low": 16, "high": 128}, CategoricalDistribution((16, 32, 64, 128))),
         (Float(0.1, 0.2), FloatDistribution(0.1, 0.2)),
@@ -33,14 +39,16 @@ def test_specs_map_to_optuna_distributions(spec, expected):
 
 
 def test_suggest_uses_the_distributions_and_keeps_fixed_values():
-    space = SearchSpace({
-        "lr": Float(1e-4, 1e-1, log=True),
-        "warmup": Int(0, 4),
-        "optimizer": Categorical(["adamw", "sgd"]),
-        "batch_size": PowerOfTwo(16, 64),
-        "model_name": Fixed("test_resnet"),
-        "image_size": 16,
-    })
+    space = SearchSpace(
+        {
+            "lr": Float(1e-4, 1e-1, log=True),
+            "warmup": Int(0, 4),
+            "optimizer": Categorical(["adamw", "sgd"]),
+            "batch_size": PowerOfTwo(16, 64),
+            "model_name": Fixed("test_resnet"),
+            "image_size": 16,
+        }
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(10):
         trial = study.ask()
@@ -83,15 +91,26 @@ def test_suggest_function_must_return_a_dict():
 @pytest.mark.parametrize(
     ("spec", "error", "match"),
     [
-        ({"type": "float", "low": 0.1, "high": 0.1}, ValueError, r"low < high, but got low=0.1, high=0.1"),
+        (
+            {"type": "float", "low": 0.1, "high": 0.1},
+            ValueError,
+            r"low < high, but got low=0.1, high=0.1",
+        ),
         ({"type": "float", "low": 0.5, "high": 0.1}, ValueError, r"low < high, but got low=0.5"),
         ({"type": "int", "low": 5, "high": 1}, ValueError, r"low < high"),
-        ({"type": "float", "low": 0.0, "high": 1.0, "log": True}, ValueError,
-         r"log range must have low > 0, but got low=0.0"),
+        (
+            {"type": "float", "low": 0.0, "high": 1.0, "log": True},
+            ValueError,
+            r"log range must have low > 0, but got low=0.0",
+        ),
         ({"type": "int", "low": 0, "high": 64, "log": True}, ValueError, r"low > 0"),
         ({"type": "float", "low": -1.0, "high": 1.0, "log": True}, ValueError, r"low > 0"),
         ({"type": "float", "low": 0.0, "high": 1.0, "step": 0}, ValueError, r"`step` must be > 0"),
-        ({"type": "int", "low": 1, "high": 64, "log": True, "step": 2}, ValueError, r"needs step=1"),
+        (
+            {"type": "int", "low": 1, "high": 64, "log": True, "step": 2},
+            ValueError,
+            r"needs step=1",
+        ),
         ({"type": "int", "low": 0.5, "high": 3}, TypeError, r"`low` must be an int"),
         ({"type": "float", "low": "a", "high": 3.0}, TypeError, r"`low` must be a number"),
         ({"type": "pow2", "low": 12, "high": 64}, ValueError, r"power of two >= 1, but got 12"),
@@ -99,10 +118,16 @@ def test_suggest_function_must_return_a_dict():
         ({"type": "categorical", "choices": []}, ValueError, r"`choices` must not be empty"),
         ({"type": "categorical", "choices": [1, 1]}, ValueError, r"duplicates"),
         ({"type": "categorical", "choices": [[1]]}, TypeError, r"None, bool, int, float or str"),
-        ({"type": "uniform", "low": 0, "high": 1}, ValueError,
-         r"`type` must be one of \['categorical', 'fixed', 'float', 'int', 'pow2'\], but got type='uniform'"),
-        ({"type": "float", "low": 0, "high": 1, "lgo": True}, ValueError,
-         r"unknown keys \['lgo'\] for type 'float'"),
+        (
+            {"type": "uniform", "low": 0, "high": 1},
+            ValueError,
+            r"`type` must be one of \['categorical', 'fixed', 'float', 'int', 'pow2'\], but got type='uniform'",
+        ),
+        (
+            {"type": "float", "low": 0, "high": 1, "lgo": True},
+            ValueError,
+            r"unknown keys \['lgo'\] for type 'float'",
+        ),
         ({"type": "float", "low": 0.0}, TypeError, r"search space `p`: .*high"),
     ],
 )

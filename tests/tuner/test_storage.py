@@ -304,8 +304,13 @@ def test_enqueued_trials_run_exactly_once_under_concurrent_workers(request, tmp_
     for i in range(n):
         study.enqueue_trial({"x": i / 4 - 5, "n": 1})
     log = tmp_path / "started.txt"
-    args = {"storage": spec, "study_dir": str(tmp_path), "study": name, "n_trials": n // 2,
-            "log": str(log)}
+    args = {
+        "storage": spec,
+        "study_dir": str(tmp_path),
+        "study": name,
+        "n_trials": n // 2,
+        "log": str(log),
+    }
     workers = [_worker(args, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [w.communicate(timeout=180)[1] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], errors

@@ -60,8 +60,14 @@ def test_sweep_result_report_and_resume_of_the_sqlite_study(tmp_path):
         assert (study_dir / f"trials/trial_{n:04d}/metrics.csv").exists()
         assert "lr:" in (study_dir / f"trials/trial_{n:04d}/hparams.yaml").read_text()
     report = study_dir / "report"
-    for name in ("trials.csv", "summary.txt", "optimization_history.png", "learning_curves.png",
-                 "param_importances.png", "parallel_coordinate.png"):
+    for name in (
+        "trials.csv",
+        "summary.txt",
+        "optimization_history.png",
+        "learning_curves.png",
+        "param_importances.png",
+        "parallel_coordinate.png",
+    ):
         assert (report / name).stat().st_size > 0, name
 
     # the same sweep again continues the study; the sampler does not replay trials 0-2
@@ -78,9 +84,15 @@ def test_a_diverging_lr_is_pruned_after_its_first_validation_and_fit_returns(tmp
         # trials 0-1 train normally; trial 2 gets a learning rate that diverges
         return {"lr": [3e-3, 3e-3, 50.0][trial.number]}
 
-    tuner = _digits_tuner(tmp_path, suggest, pruner="median", max_epochs=4, storage="memory",
-                          pruner_kwargs={"n_startup_trials": 2},
-                          module_kwargs={"model_name": "test_resnet", "optimizer": "sgd"})
+    tuner = _digits_tuner(
+        tmp_path,
+        suggest,
+        pruner="median",
+        max_epochs=4,
+        storage="memory",
+        pruner_kwargs={"n_startup_trials": 2},
+        module_kwargs={"model_name": "test_resnet", "optimizer": "sgd"},
+    )
     result = tuner.run(n_trials=3, plots=False)
     states = [t.state for t in result.study.trials]
     assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
@@ -111,10 +123,20 @@ def test_hyperband_assigns_brackets_and_prunes_at_their_rungs(tmp_path):
     def make_module(params):
         return ScriptedModule([params["quality"] * (1 + 1 / (s + 1)) for s in range(9)])
 
-    tuner = Tuner(make_module, {"quality": Float(0.0, 1.0)}, pruner="hyperband",
-                  pruner_kwargs={"reduction_factor": 3}, sampler="random", max_epochs=9,
-                  storage="memory", output_dir=tmp_path, keep_checkpoints=0, loggers=(),
-                  trainer_kwargs={"accelerator": "cpu", "num_sanity_val_steps": 0}, quiet=True)
+    tuner = Tuner(
+        make_module,
+        {"quality": Float(0.0, 1.0)},
+        pruner="hyperband",
+        pruner_kwargs={"reduction_factor": 3},
+        sampler="random",
+        max_epochs=9,
+        storage="memory",
+        output_dir=tmp_path,
+        keep_checkpoints=0,
+        loggers=(),
+        trainer_kwargs={"accelerator": "cpu", "num_sanity_val_steps": 0},
+        quiet=True,
+    )
     assert tuner.max_resource == 9  # from max_epochs
     study = tuner.optimize(n_trials=16)
     by_bracket: dict[int, list] = {0: [], 1: [], 2: []}
@@ -131,8 +153,9 @@ def test_hyperband_assigns_brackets_and_prunes_at_their_rungs(tmp_path):
             else:
                 assert trial.state == TrialState.COMPLETE and trial.last_step == 8
     assert n_pruned >= 3
-    pruned_steps = {b: {t.last_step for t in ts if t.state == TrialState.PRUNED}
-                    for b, ts in by_bracket.items()}
+    pruned_steps = {
+        b: {t.last_step for t in ts if t.state == TrialState.PRUNED} for b, ts in by_bracket.items()
+    }
     assert 1 in pruned_steps[0] and pruned_steps[1] == {3}  # different brackets, different rungs
 
 
@@ -148,54 +171,109 @@ def test_tuned_hyperparameters_reach_callbacks_module_and_datamodule(tmp_path):
 
     tuner = _digits_tuner(
         tmp_path,
-        {"warmup": Categorical([0, 1, 2]), "batch_size": PowerOfTwo(16, 64),
-         "lr": Float(1e-3, 1e-2)},
-        callbacks=[lambda p: Recorder(p["warmup"])], max_epochs=1, storage="memory",
-        keep_checkpoints=0)
+        {
+            "warmup": Categorical([0, 1, 2]),
+            "batch_size": PowerOfTwo(16, 64),
+            "lr": Float(1e-3, 1e-2),
+        },
+        callbacks=[lambda p: Recorder(p["warmup"])],
+        max_epochs=1,
+        storage="memory",
+        keep_checkpoints=0,
+    )
     study = tuner.optimize(n_trials=3)
-    assert seen == [(t.params["warmup"], t.params["batch_size"], t.params["lr"])
-                    for t in study.trials]
+    assert seen == [
+        (t.params["warmup"], t.params["batch_size"], t.params["lr"]) for t in study.trials
+    ]
 
 
 def test_nonfinite_metric_fails_the_trial_and_the_study_goes_on(tmp_path):
     def make_module(params):
         return ScriptedModule([1.0, params["bad"], 0.5])
 
-    tuner = Tuner(make_module, {"bad": Categorical([math.nan])}, pruner="none",
-                  on_nonfinite="fail", storage="memory", output_dir=tmp_path, max_epochs=3,
-                  trainer_kwargs={"accelerator": "cpu", "num_sanity_val_steps": 0}, quiet=True,
-                  keep_checkpoints=0, loggers=())
+    tuner = Tuner(
+        make_module,
+        {"bad": Categorical([math.nan])},
+        pruner="none",
+        on_nonfinite="fail",
+        storage="memory",
+        output_dir=tmp_path,
+        max_epochs=3,
+        trainer_kwargs={"accelerator": "cpu", "num_sanity_val_steps": 0},
+        quiet=True,
+        keep_checkpoints=0,
+        loggers=(),
+    )
     study = tuner.optimize(n_trials=2)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert study.trials[0].user_attrs["fail_reason"] == "val_loss=nan at validation step 1 (epoch 1)"
+    assert (
+        study.trials[0].user_attrs["fail_reason"] == "val_loss=nan at validation step 1 (epoch 1)"
+    )
 
 
 def test_missing_metric_is_an_error_naming_the_logged_ones(tmp_path):
-    tuner = Tuner(lambda p: ScriptedModule([1.0]), {"x": Float(0.0, 1.0)}, monitor="val_acc",
-                  pruner="none", storage="memory", output_dir=tmp_path, max_epochs=1, quiet=True,
-                  trainer_kwargs={"accelerator": "cpu"}, keep_checkpoints=0, loggers=())
-    with pytest.raises(MetricNotFoundError, match=r"logged metrics: \['other_metric', 'val_loss'\]"):
+    tuner = Tuner(
+        lambda p: ScriptedModule([1.0]),
+        {"x": Float(0.0, 1.0)},
+        monitor="val_acc",
+        pruner="none",
+        storage="memory",
+        output_dir=tmp_path,
+        max_epochs=1,
+        quiet=True,
+        trainer_kwargs={"accelerator": "cpu"},
+        keep_checkpoints=0,
+        loggers=(),
+    )
+    with pytest.raises(
+        MetricNotFoundError, match=r"logged metrics: \['other_metric', 'val_loss'\]"
+    ):
         tuner.optimize(n_trials=1)
 
 
 def test_an_existing_study_with_the_other_direction_is_refused_and_untouched(tmp_path):
-    first = Tuner(lambda p: ScriptedModule([p["x"]]), {"x": Float(0.0, 1.0)}, output_dir=tmp_path,
-                  study_name="d", max_epochs=1, pruner="none", quiet=True, keep_checkpoints=0, loggers=(),
-                  trainer_kwargs={"accelerator": "cpu"})
+    first = Tuner(
+        lambda p: ScriptedModule([p["x"]]),
+        {"x": Float(0.0, 1.0)},
+        output_dir=tmp_path,
+        study_name="d",
+        max_epochs=1,
+        pruner="none",
+        quiet=True,
+        keep_checkpoints=0,
+        loggers=(),
+        trainer_kwargs={"accelerator": "cpu"},
+    )
     first.optimize(n_trials=1)
-    other = Tuner(lambda p: ScriptedModule([p["x"]]), {"x": Float(0.0, 1.0)}, output_dir=tmp_path,
-                  study_name="d", direction="maximize", max_epochs=1, pruner="none",
-                  quiet=True)
-    with pytest.raises(ValueError, match=r"already exists with direction\(s\) \['minimize'\], but "
-                                         r"direction='maximize'"):
+    other = Tuner(
+        lambda p: ScriptedModule([p["x"]]),
+        {"x": Float(0.0, 1.0)},
+        output_dir=tmp_path,
+        study_name="d",
+        direction="maximize",
+        max_epochs=1,
+        pruner="none",
+        quiet=True,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"already exists with direction\(s\) \['minimize'\], but "
+        r"direction='maximize'",
+    ):
         other.run(n_trials=1)
     study = optuna.load_study(study_name="d", storage=f"sqlite:///{tmp_path / 'd' / 'study.db'}")
     assert len(study.trials) == 1 and study.direction == optuna.study.StudyDirection.MINIMIZE
 
 
 def test_test_best_evaluates_the_best_checkpoint_and_tensorboard_logs(tmp_path):
-    tuner = _digits_tuner(tmp_path, {"lr": Float(1e-3, 1e-2)}, storage="memory",
-                          keep_checkpoints=1, max_epochs=1, loggers=("csv", "tensorboard"))
+    tuner = _digits_tuner(
+        tmp_path,
+        {"lr": Float(1e-3, 1e-2)},
+        storage="memory",
+        keep_checkpoints=1,
+        max_epochs=1,
+        loggers=("csv", "tensorboard"),
+    )
     result = tuner.run(n_trials=2, test_best=True, plots=False)
     assert set(result.test_metrics) == {"test_loss", "test_acc"}
     study_dir = tmp_path / "lightning_tune"
@@ -207,23 +285,51 @@ def test_test_best_evaluates_the_best_checkpoint_and_tensorboard_logs(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"pruner": "patience"}, ValueError,
-         r"`pruner` must be one of \['hyperband', 'median', 'none', 'successive_halving'\]"),
-        ({"sampler": "grid"}, ValueError, r"`sampler` must be one of \['gp', 'qmc', 'random', 'tpe'\]"),
-        ({"pruner": "hyperband", "pruner_kwargs": {"reduction_factor": 1}}, ValueError,
-         r"`reduction_factor` must be an int >= 2, but got reduction_factor=1"),
-        ({"pruner": "hyperband", "max_epochs": 1}, ValueError, r"`max_resource` must be > `min_resource`"),
-        ({"pruner": "median", "pruner_kwargs": {"warmup": 2}}, TypeError, r"pruner 'median': bad `pruner_kwargs`"),
+        (
+            {"pruner": "patience"},
+            ValueError,
+            r"`pruner` must be one of \['hyperband', 'median', 'none', 'successive_halving'\]",
+        ),
+        (
+            {"sampler": "grid"},
+            ValueError,
+            r"`sampler` must be one of \['gp', 'qmc', 'random', 'tpe'\]",
+        ),
+        (
+            {"pruner": "hyperband", "pruner_kwargs": {"reduction_factor": 1}},
+            ValueError,
+            r"`reduction_factor` must be an int >= 2, but got reduction_factor=1",
+        ),
+        (
+            {"pruner": "hyperband", "max_epochs": 1},
+            ValueError,
+            r"`max_resource` must be > `min_resource`",
+        ),
+        (
+            {"pruner": "median", "pruner_kwargs": {"warmup": 2}},
+            TypeError,
+            r"pruner 'median': bad `pruner_kwargs`",
+        ),
         ({"storage": "postgres//user@host"}, ValueError, r"`storage`='postgres//user@host'"),
-        ({"direction": "down"}, ValueError, r"`direction` must be one of \['minimize', 'maximize'\]"),
-        ({"trainer_kwargs": {"max_epochs": 3, "logger": False}}, ValueError,
-         r"`trainer_kwargs` must not set \['logger', 'max_epochs'\]"),
+        (
+            {"direction": "down"},
+            ValueError,
+            r"`direction` must be one of \['minimize', 'maximize'\]",
+        ),
+        (
+            {"trainer_kwargs": {"max_epochs": 3, "logger": False}},
+            ValueError,
+            r"`trainer_kwargs` must not set \['logger', 'max_epochs'\]",
+        ),
         ({"max_epochs": 0}, ValueError, r"`max_epochs` must be an int >= 1, but got max_epochs=0"),
         ({"keep_checkpoints": -1}, ValueError, r"`keep_checkpoints` must be an int >= 0"),
         ({"loggers": ["wandb"]}, ValueError, r"`loggers` may contain \['csv', 'tensorboard'\]"),
         ({"objective": "mean"}, ValueError, r"`objective` must be one of \['best', 'last'\]"),
-        ({"module_kwargs": {"model": "x"}}, ValueError,
-         r"`module_kwargs` has arguments \['model'\] that TimmClassifier does not take"),
+        (
+            {"module_kwargs": {"model": "x"}},
+            ValueError,
+            r"`module_kwargs` has arguments \['model'\] that TimmClassifier does not take",
+        ),
         ({"study_name": "a/b"}, ValueError, r"`study_name` must be a non-empty name without '/'"),
     ],
 )
@@ -235,21 +341,36 @@ def test_bad_arguments_fail_before_any_study_exists(tmp_path, kwargs, error, mat
 
 
 def test_a_search_space_name_no_class_takes_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"parameters \['lrr'\] are not arguments of "
-                                         r"TimmClassifier or DigitsDataModule"):
-        Tuner(TimmClassifier, {"lrr": Float(1e-3, 1e-2)}, datamodule=DigitsDataModule,
-              output_dir=tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=r"parameters \['lrr'\] are not arguments of "
+        r"TimmClassifier or DigitsDataModule",
+    ):
+        Tuner(
+            TimmClassifier,
+            {"lrr": Float(1e-3, 1e-2)},
+            datamodule=DigitsDataModule,
+            output_dir=tmp_path,
+        )
 
 
-@pytest.mark.parametrize(("n_trials", "timeout", "match"), [
-    (0, None, r"`n_trials` must be an int > 0, but got n_trials=0"),
-    (-2, None, r"`n_trials` must be an int > 0"),
-    (None, None, r"give `n_trials` and/or `timeout`"),
-    (None, 0, r"`timeout` must be > 0 seconds"),
-])
+@pytest.mark.parametrize(
+    ("n_trials", "timeout", "match"),
+    [
+        (0, None, r"`n_trials` must be an int > 0, but got n_trials=0"),
+        (-2, None, r"`n_trials` must be an int > 0"),
+        (None, None, r"give `n_trials` and/or `timeout`"),
+        (None, 0, r"`timeout` must be > 0 seconds"),
+    ],
+)
 def test_bad_budgets(tmp_path, n_trials, timeout, match):
-    tuner = Tuner(lambda p: ScriptedModule(), {"x": Float(0.0, 1.0)}, output_dir=tmp_path,
-                  storage="memory", quiet=True)
+    tuner = Tuner(
+        lambda p: ScriptedModule(),
+        {"x": Float(0.0, 1.0)},
+        output_dir=tmp_path,
+        storage="memory",
+        quiet=True,
+    )
     with pytest.raises(ValueError, match=match):
         tuner.optimize(n_trials=n_trials, timeout=timeout)
 
@@ -262,13 +383,25 @@ def test_unified_lightning_objects_are_refused_with_a_hint(tmp_path):
 
 def test_an_existing_study_with_a_clashing_search_space_is_refused_and_untouched(tmp_path):
     def tuner(space):
-        return Tuner(lambda p: ScriptedModule([1.0]), space, output_dir=tmp_path, study_name="c",
-                     max_epochs=1, pruner="none", quiet=True, keep_checkpoints=0, loggers=(),
-                     trainer_kwargs={"accelerator": "cpu"})
+        return Tuner(
+            lambda p: ScriptedModule([1.0]),
+            space,
+            output_dir=tmp_path,
+            study_name="c",
+            max_epochs=1,
+            pruner="none",
+            quiet=True,
+            keep_checkpoints=0,
+            loggers=(),
+            trainer_kwargs={"accelerator": "cpu"},
+        )
 
     tuner({"batch_size": PowerOfTwo(16, 32), "x": Float(0.0, 1.0)}).optimize(n_trials=1)
-    with pytest.raises(ValueError, match=r"search space `batch_size` is .* but study 'c' already "
-                                         r"sampled it from .*choices=\(16, 32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"search space `batch_size` is .* but study 'c' already "
+        r"sampled it from .*choices=\(16, 32\)",
+    ):
         tuner({"batch_size": PowerOfTwo(16, 64), "x": Float(0.0, 1.0)}).optimize(n_trials=1)
     # a compatible change (a wider float range) continues the study
     tuner({"batch_size": PowerOfTwo(16, 32), "x": Float(0.0, 2.0)}).optimize(n_trials=1)
@@ -276,13 +409,24 @@ def test_an_existing_study_with_a_clashing_search_space_is_refused_and_untouched
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
 
 
-@pytest.mark.parametrize(("trainer", "expected"), [
-    ({}, 6),
-    ({"val_check_interval": 0.5}, 12),  # two validations per epoch: steps stay unique
-    ({"check_val_every_n_epoch": 2}, 3),
-    ({"val_check_interval": 10}, None),  # every 10 batches: unknown per trial -> "auto"
-])
-def test_hyperband_max_resource_follows_the_validations_of_a_full_trial(tmp_path, trainer, expected):
-    tuner = Tuner(lambda p: ScriptedModule(), {"x": Float(0.0, 1.0)}, max_epochs=6,
-                  trainer_kwargs=trainer, output_dir=tmp_path, storage="memory")
+@pytest.mark.parametrize(
+    ("trainer", "expected"),
+    [
+        ({}, 6),
+        ({"val_check_interval": 0.5}, 12),  # two validations per epoch: steps stay unique
+        ({"check_val_every_n_epoch": 2}, 3),
+        ({"val_check_interval": 10}, None),  # every 10 batches: unknown per trial -> "auto"
+    ],
+)
+def test_hyperband_max_resource_follows_the_validations_of_a_full_trial(
+    tmp_path, trainer, expected
+):
+    tuner = Tuner(
+        lambda p: ScriptedModule(),
+        {"x": Float(0.0, 1.0)},
+        max_epochs=6,
+        trainer_kwargs=trainer,
+        output_dir=tmp_path,
+        storage="memory",
+    )
     assert tuner.max_resource == expected
