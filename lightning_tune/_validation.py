@@ -1,0 +1,167 @@
+"""Argument checks shared by every module: one wording, one place.
+
+Each ``check_*`` function returns the (normalised) value or raises ``TypeError`` for a value of
+the wrong type and ``ValueError`` for a value out of range. Messages name the argument, the rule
+and the value received: "`name` must be ..., but got name=value".
+
+Example:
+    >>> check_int("patience", 3, minimum=0)
+    3
+    >>> check_number("lr", 1e-3, low=0, low_open=True)
+    0.001
+    >>> check_choice("mode", "min", ("min", "max"))
+    'min'
+    >>> check_int("patience", 2.5)
+    Traceback (most recent call last):
+    ...
+    TypeError: `patience` must be an int, but got patience=2.5
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+__all__ = [
+    "check_bool",
+    "check_choice",
+    "check_int",
+    "check_number",
+    "check_optional",
+    "describe_range",
+    "fail",
+]
+
+T = TypeVar("T")
+
+
+def fail(name: str, rule: str, value: Any, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` with the house wording: "`name` must be rule, but got name=value".
+
+    Example:
+        >>> fail("k", "a positive int", -1)
+        Traceback (most recent call last):
+        ...
+        ValueError: `k` must be a positive int, but got k=-1
+    """
+    raise error(f"`{name}` must be {rule}, but got {name}={value!r}")
+
+
+def describe_range(
+    low: float | None, high: float | None, *, low_open: bool = False, high_open: bool = False
+) -> str:
+    """Words for an interval, e.g. ``"> 0"``, ``">= 0 and <= 1"``.
+
+    Example:
+        >>> describe_range(0, 1, high_open=True)
+        '>= 0 and < 1'
+    """
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high:g}")
+    return " and ".join(parts)
+
+
+def _in_range(
+    value: float, low: float | None, high: float | None, low_open: bool, high_open: bool
+) -> bool:
+    if low is not None and (value <= low if low_open else value < low):
+        return False
+    return not (high is not None and (value >= high if high_open else value > high))
+
+
+def check_int(
+    name: str,
+    value: Any,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    what: str = "an int",
+) -> int:
+    """An ``int`` (not a ``bool``) within ``[minimum, maximum]``.
+
+    Example:
+        >>> check_int("every_n_steps", 0, minimum=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: `every_n_steps` must be an int >= 1, but got every_n_steps=0
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        fail(name, what, value, TypeError)
+    if not _in_range(value, minimum, maximum, False, False):
+        fail(name, f"{what} {describe_range(minimum, maximum)}", value)
+    return value
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    finite: bool = True,
+) -> float:
+    """A real number (``int`` or ``float``, not ``bool``), finite by default, within a range.
+
+    Example:
+        >>> check_number("momentum", 1.5, low=0, high=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: `momentum` must be a number >= 0 and <= 1, but got momentum=1.5
+        >>> check_number("lr", "0.1")
+        Traceback (most recent call last):
+        ...
+        TypeError: `lr` must be a number, but got lr='0.1'
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        fail(name, "a number", value, TypeError)
+    if finite and not math.isfinite(value):
+        fail(name, "finite", value)
+    if not _in_range(value, low, high, low_open, high_open):
+        bounds = describe_range(low, high, low_open=low_open, high_open=high_open)
+        fail(name, f"a number {bounds}", value)
+    return float(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """A real ``bool`` (YAML's ``'false'`` string is refused, not taken as true).
+
+    Example:
+        >>> check_bool("log", "false")
+        Traceback (most recent call last):
+        ...
+        TypeError: `log` must be true or false, but got log='false'
+    """
+    if not isinstance(value, bool):
+        fail(name, "true or false", value, TypeError)
+    return value
+
+
+def check_choice(name: str, value: Any, accepted: Iterable[T]) -> T:
+    """One of ``accepted`` (listed in the message).
+
+    Example:
+        >>> check_choice("mode", "mid", ("min", "max"))
+        Traceback (most recent call last):
+        ...
+        ValueError: `mode` must be one of ['min', 'max'], but got mode='mid'
+    """
+    accepted = list(accepted)
+    if value not in accepted:
+        fail(name, f"one of {accepted}", value)
+    return value
+
+
+def check_optional(check: Any, name: str, value: Any, **kwargs: Any) -> Any:
+    """``None``, or a value that passes ``check``.
+
+    Example:
+        >>> check_optional(check_int, "seed", None) is None
+        True
+    """
+    return None if value is None else check(name, value, **kwargs)
