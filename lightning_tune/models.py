@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_tune._validation import check_bool, check_number, check_optional
 from lightning_tune.timm_utils import classifier_parameter_names, create_model, layer_groups
 
 __all__ = ["OPTIMIZERS", "TimmClassifier"]
@@ -20,14 +21,6 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "sgd": torch.optim.SGD,
 }
-
-
-def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number, but got {value!r}")
-    if not value > 0:
-        raise ValueError(f"`{name}` must be > 0, but got {name}={value!r}")
-    return float(value)
 
 
 class TimmClassifier(pl.LightningModule):
@@ -84,13 +77,11 @@ class TimmClassifier(pl.LightningModule):
             raise ValueError(
                 f"`optimizer` must be one of {sorted(OPTIMIZERS)}, but got {optimizer=!r}"
             )
-        _positive("lr", lr)
-        if weight_decay < 0:
-            raise ValueError(f"`weight_decay` must be >= 0, but got {weight_decay=}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"`momentum` must be in [0, 1), but got {momentum=}")
-        if layer_decay is not None and not 0 < layer_decay <= 1:
-            raise ValueError(f"`layer_decay` must be in (0, 1] or None, but got {layer_decay=}")
+        check_number("lr", lr, low=0, low_open=True)
+        check_number("weight_decay", weight_decay, low=0)
+        check_number("momentum", momentum, low=0, high=1, high_open=True)
+        check_bool("nesterov", nesterov)
+        check_optional(check_number, "layer_decay", layer_decay, low=0, high=1, low_open=True)
         if isinstance(pretrained, os.PathLike):
             pretrained = os.fspath(pretrained)
         self.save_hyperparameters()

@@ -10,12 +10,19 @@ import difflib
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import timm
 import torch
 from torch import nn
+
+from lightning_tune._validation import check_bool
+from lightning_tune.weights import (
+    WeightsFileNotFoundError,
+    check_loaded,
+    load_weights_file,
+    match_weights,
+)
 
 __all__ = [
     "WeightsFileNotFoundError",
@@ -31,21 +38,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PretrainedArg = bool | str | os.PathLike
-_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
-_WRAPPER_KEYS = ("state_dict", "model", "module")
-_PREFIXES = ("model.", "module.", "_orig_mod.")
-
-
-class WeightsFileNotFoundError(FileNotFoundError, ValueError):
-    """A ``pretrained`` path that does not exist (both a ``FileNotFoundError`` and a ``ValueError``).
-
-    Example:
-        >>> try:
-        ...     load_weights_file("no/such/weights.pth")
-        ... except ValueError as err:
-        ...     print(type(err).__name__, isinstance(err, FileNotFoundError))
-        WeightsFileNotFoundError True
-    """
 
 
 def _check_model_name(model_name: str) -> None:
@@ -59,59 +51,6 @@ def _check_model_name(model_name: str) -> None:
         f"`model_name={model_name!r}` is not a timm model.{hint} "
         "`timm.list_models('pattern*')` lists the accepted names."
     )
-
-
-def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    for prefix in _PREFIXES:
-        if state_dict and all(k.startswith(prefix) for k in state_dict):
-            state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
-    return state_dict
-
-
-def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a weights file safely and return a flat ``name -> tensor`` state dict.
-
-    ``.safetensors`` files are read with safetensors; anything else with
-    ``torch.load(weights_only=True)``, so a file cannot run code. Wrapped checkpoints
-    (``{"state_dict": ...}``, a Lightning checkpoint of :class:`~lightning_tune.TimmClassifier`)
-    and ``model.`` / ``module.`` prefixes are unwrapped.
-
-    Raises:
-        WeightsFileNotFoundError: the file does not exist.
-        ValueError: the file holds no tensors.
-
-    Example:
-        >>> import tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "w.pth")
-        >>> torch.save({"state_dict": {"model.fc.weight": torch.ones(2, 3)}}, path)
-        >>> {k: tuple(v.shape) for k, v in load_weights_file(path).items()}
-        {'fc.weight': (2, 3)}
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsFileNotFoundError(
-            f"`pretrained={str(path)!r}` is not a file. Pass True (hub weights), False (random "
-            f"init) or the path of a local weights file ({', '.join(_WEIGHT_SUFFIXES)})."
-        )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        obj: Any = load_file(str(path), device="cpu")
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle errors have many types
-            raise ValueError(
-                f"`pretrained={str(path)!r}` could not be read as a torch weights file with "
-                f"weights_only=True ({type(err).__name__}: {str(err).splitlines()[0]})"
-            ) from err
-    for key in _WRAPPER_KEYS:
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"`pretrained={str(path)!r}` holds no state dict of tensors")
-    return _strip_prefixes({k: v for k, v in obj.items() if isinstance(v, torch.Tensor)})
 
 
 def classifier_names(model: nn.Module) -> list[str]:
@@ -128,62 +67,117 @@ def classifier_names(model: nn.Module) -> list[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
-def _file_num_classes(state_dict: Mapping[str, torch.Tensor], classifiers: list[str]) -> int | None:
-    for name in classifiers:
-        weight = state_dict.get(f"{name}.weight")
-        if weight is not None:
-            return int(weight.shape[0])
-    return None
+def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    names = classifier_names(model)
+    if not names:
+        try:
+            return tuple(classifier_parameter_names(model))
+        except ValueError:
+            return ()
+    return tuple(f"{name}." for name in names)
 
 
-def _describe_mismatch(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], skip: list[str]
-) -> str:
+def _input_conv_adapted(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> frozenset[str]:
+    """First-conv weights timm adapts to another number of input channels (``in_chans``)."""
+    convs = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv") or ()
     own = model.state_dict()
-    skipped = tuple(f"{name}." for name in skip)
-    missing = [k for k in own if k not in state_dict and not k.startswith(skipped)]
-    unexpected = [k for k in state_dict if k not in own and not k.startswith(skipped)]
-    shapes = [
-        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and not k.startswith(skipped) and state_dict[k].shape != own[k].shape
-    ]
-    parts = []
-    for title, items in (
-        ("missing", missing),
-        ("unexpected", unexpected),
-        ("shape-mismatched", shapes),
-    ):
-        if items:
-            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-            parts.append(f"{len(items)} {title} keys: {items[:5]}{more}")
-    return "; ".join(parts)
+    adapted = set()
+    for conv in (convs,) if isinstance(convs, str) else convs:
+        key = f"{conv}.weight"
+        theirs, mine = state_dict.get(key), own.get(key)
+        if (
+            theirs is not None
+            and mine is not None
+            and theirs.ndim == mine.ndim == 4
+            and theirs.shape[1] != mine.shape[1]
+            and (theirs.shape[0], *theirs.shape[2:]) == (mine.shape[0], *mine.shape[2:])
+        ):
+            adapted.add(key)
+    return frozenset(adapted)
+
+
+def _load_local(
+    model_name: str, path: str | os.PathLike, kwargs: dict[str, Any], strict: bool
+) -> nn.Module:
+    source = os.fspath(path)
+    state_dict = load_weights_file(path)
+    reference = timm.create_model(model_name, pretrained=False, **kwargs)
+    heads = _head_prefixes(reference)
+    adapted = _input_conv_adapted(reference, state_dict)
+    before = match_weights(reference.state_dict(), state_dict, heads, adapted=adapted)
+    check_loaded(before, source, model_name, strict=strict)
+    own = reference.state_dict()
+    usable = {
+        k: v
+        for k, v in state_dict.items()
+        if k in own and (v.shape == own[k].shape or k in adapted)
+    }
+    kwargs = {"num_classes": getattr(reference, "num_classes", None), **kwargs}
+    keep_head = before.head_matched == before.head and before.complete
+    # timm drops the file's classifier (and loads non-strictly) when the pretrained config's
+    # class count differs from the model's; -1 is never a model's.
+    overlay = {"state_dict": usable, "num_classes": kwargs["num_classes"] if keep_head else -1}
+    try:
+        model = timm.create_model(
+            model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
+        )
+    except RuntimeError as err:
+        raise ValueError(
+            f"`pretrained={source!r}` does not fit `model_name={model_name!r}`: "
+            f"{before.describe() or str(err).splitlines()[0]}"
+        ) from err
+    after = match_weights(model.state_dict(), state_dict, heads, values=True, adapted=adapted)
+    message = check_loaded(after, source, model_name, strict=strict)
+    mine = model.state_dict()
+    heads_in_file = [k for k in state_dict if k.startswith(heads) and k in mine]
+    if after.head_matched < after.head and heads_in_file:
+        key = heads_in_file[0]
+        message += (
+            f"; the file's {key} is {tuple(state_dict[key].shape)}, the model's "
+            f"{tuple(mine[key].shape)}"
+        )
+    level = (
+        logging.WARNING if after.head_matched < after.head or not after.complete else logging.INFO
+    )
+    log.log(level, "lightning_tune: %s: %s", model_name, message)
+    return model
 
 
 def create_model(
     model_name: str,
     num_classes: int | None = None,
     pretrained: PretrainedArg = False,
+    *,
+    strict: bool = True,
     **kwargs: Any,
 ) -> nn.Module:
     """Create a timm model, optionally with pretrained weights from the hub or a local file.
 
     ``pretrained`` may be ``False`` (random init), ``True`` (timm's hub weights; needs internet
     or a warm cache) or the path of a local ``.safetensors``/``.pth``/``.pt``/``.bin``/``.ckpt``
-    file. A local file goes through timm's own pretrained machinery (its checkpoint filter, input
-    channel adaptation and classifier handling): when the file's classifier has another number of
-    classes than ``num_classes``, the classifier is dropped and re-initialised, and a message says
-    so. Files are read with ``weights_only=True``.
+    file. A local file goes through timm's own pretrained machinery (input channel adaptation
+    and classifier handling), then every tensor of the model is checked by name, shape and
+    value against the file: all of the backbone (everything but the classifier) must have
+    loaded, or a ``ValueError`` lists the missing, unexpected and shape-mismatched keys. A
+    classifier of another shape (another number of classes) is re-initialised. The log line
+    says ``loaded N/M tensors from <file> (classifier re-initialised)``. Files are read with
+    ``weights_only=True`` and must use timm's parameter names (as saved by
+    ``torch.save(model.state_dict())``, safetensors or a Lightning checkpoint of a module
+    holding the model).
 
     Args:
         model_name: any name from ``timm.list_models()``.
         num_classes: classes of the new classifier (timm's default when None).
         pretrained: False, True, or a path to a weights file.
+        strict: with False, a file that provides only part of the backbone loads that part
+            (the rest keeps its random initialisation, and the log line lists it); at least one
+            backbone tensor must match.
         **kwargs: passed to ``timm.create_model`` (``drop_rate``, ``img_size``, ...).
 
     Raises:
         ValueError: unknown model name (with close names), ``num_classes < 1``, a weights file
-            of another architecture (with the keys that do not match).
+            of another architecture (with the keys that do not match), a truncated or corrupt
+            file (naming its path and format), a file that pickles code (naming the global).
         WeightsFileNotFoundError: the weights file does not exist.
 
     Example:
@@ -196,6 +190,7 @@ def create_model(
         isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
     ):
         raise ValueError(f"`num_classes` must be an int >= 1, but got {num_classes=!r}")
+    check_bool("strict", strict)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if pretrained is False or pretrained is None:
@@ -206,33 +201,7 @@ def create_model(
         raise TypeError(
             f"`pretrained` must be a bool or a path to a weights file, but got {pretrained!r}"
         )
-    state_dict = load_weights_file(pretrained)
-    reference = timm.create_model(model_name, pretrained=False, **kwargs)
-    classifiers = classifier_names(reference)
-    file_classes = _file_num_classes(state_dict, classifiers)
-    target_classes = reference.num_classes if hasattr(reference, "num_classes") else None
-    overlay: dict[str, Any] = {"state_dict": state_dict}
-    if file_classes is not None:
-        overlay["num_classes"] = file_classes
-    if file_classes is not None and target_classes is not None and file_classes != target_classes:
-        log.warning(
-            "lightning_tune: %s has a %d-class classifier (%s); the model has %d classes, so the "
-            "classifier is re-initialised and the rest of the weights are loaded.",
-            pretrained,
-            file_classes,
-            ", ".join(classifiers),
-            target_classes,
-        )
-    try:
-        return timm.create_model(
-            model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
-        )
-    except RuntimeError as err:
-        detail = _describe_mismatch(reference, state_dict, classifiers) or str(err).splitlines()[0]
-        raise ValueError(
-            f"`pretrained={str(pretrained)!r}` does not fit `model_name={model_name!r}`: {detail}. "
-            "Was it saved from another architecture?"
-        ) from err
+    return _load_local(model_name, pretrained, kwargs, strict)
 
 
 def layer_groups(model: nn.Module, *, coarse: bool = False) -> list[tuple[str, list[str]]]:
