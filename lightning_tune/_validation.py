@@ -27,6 +27,7 @@ __all__ = [
     "check_bool",
     "check_choice",
     "check_int",
+    "check_names",
     "check_number",
     "check_optional",
     "describe_range",
@@ -165,3 +166,24 @@ def check_optional(check: Any, name: str, value: Any, **kwargs: Any) -> Any:
         True
     """
     return None if value is None else check(name, value, **kwargs)
+
+
+def check_names(name: str, values: Any, accepted: Iterable[str]) -> list[str]:
+    """A name or list of names, each one of ``accepted``; the message lists the accepted ones.
+
+    Example:
+        >>> check_names("checks", ["inputs"], ["inputs", "weights"])
+        ['inputs']
+        >>> check_names("checks", ["input"], ["inputs", "weights"])
+        Traceback (most recent call last):
+        ...
+        ValueError: `checks` may contain ['inputs', 'weights'], but got unknown ['input'] in checks=['input']
+    """
+    values = [values] if isinstance(values, str) else list(values)
+    unknown = [v for v in values if v not in accepted]
+    if unknown:
+        raise ValueError(
+            f"`{name}` may contain {sorted(accepted)}, but got unknown {unknown} in "
+            f"{name}={values!r}"
+        )
+    return values

@@ -1,7 +1,8 @@
-"""Lightning callbacks: schedules, early stopping, clipping, label smoothing, freezing."""
+"""Lightning callbacks: schedules, early stopping, clipping, label smoothing, freezing, diagnostics."""
 
 from __future__ import annotations
 
+from lightning_tune.callbacks.diagnostics import TrainingDiagnostics
 from lightning_tune.callbacks.early_stopping import EarlyStopping
 from lightning_tune.callbacks.freezing import LayerFreezing
 from lightning_tune.callbacks.gradient_clipping import GradientClipping
@@ -16,5 +17,6 @@ __all__: list[str] = [
     "LabelSmoothing",
     "LayerFreezing",
     "OneCycle",
+    "TrainingDiagnostics",
     "Warmup",
 ]
