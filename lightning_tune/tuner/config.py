@@ -53,6 +53,8 @@ CONFIG_KEYS: dict[str, str] = {
     "search_space": "mapping of parameter specs",
     "callbacks": "list of {class, kwargs}",
     "trainer": "other Trainer arguments",
+    "strategy": "sweep (default) or pbt (population-based training)",
+    "pbt": "PBT options: population, interval, quantile, resample_probability, ...",
 }
 _OBJECT_KEYS = ("class", "kwargs")
 _NAMED_KEYS = ("name", "kwargs")
@@ -221,10 +223,13 @@ def _factory(
         return cls(**{**matched, **_substitute(kwargs, params)})
 
     build.__name__ = f"build_{cls.__name__}"
+    # what PBT's checks read: the class built and the hyperparameters it takes by template
+    build.cls = cls  # type: ignore[attr-defined]
+    build.param_names = sorted(_templates(kwargs))  # type: ignore[attr-defined]
     return build
 
 
-def _named(cfg: Mapping[str, Any], key: str, default: str) -> tuple[Any, dict[str, Any]]:
+def _named(cfg: Mapping[str, Any], key: str, default: str | None) -> tuple[Any, dict[str, Any]]:
     value = cfg.get(key, default)
     if isinstance(value, Mapping):
         return value.get("name", default), dict(value.get("kwargs") or {})
@@ -285,7 +290,7 @@ def tuner_from_config(cfg: Mapping[str, Any], **overrides: Any) -> Tuner:
         callbacks.append(_factory(cls, kwargs, match_names=False))
 
     sampler, sampler_kwargs = _named(cfg, "sampler", "tpe")
-    pruner, pruner_kwargs = _named(cfg, "pruner", "hyperband")
+    pruner, pruner_kwargs = _named(cfg, "pruner", None)
     options = {
         k: cfg[k]
         for k in (
@@ -304,6 +309,8 @@ def tuner_from_config(cfg: Mapping[str, Any], **overrides: Any) -> Tuner:
             "heartbeat_interval",
             "grace_period",
             "max_retry",
+            "strategy",
+            "pbt",
         )
         if k in cfg
     }
@@ -331,8 +338,14 @@ def run_settings(cfg: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
         {'n_trials': 5, 'timeout': 60, 'test_best': False, 'plots': True}
     """
     merged = {**cfg, **{k: v for k, v in overrides.items() if v is not None}}
+    n_trials = merged.get("n_trials")
+    if merged.get("strategy") == "pbt" and n_trials is None:  # every member segment
+        from lightning_tune.tuner.pbt.options import PBTConfig
+
+        config = PBTConfig.coerce(merged.get("pbt"))
+        n_trials = config.population * config.rounds(merged.get("max_epochs", 10))
     return {
-        "n_trials": merged.get("n_trials"),
+        "n_trials": n_trials,
         "timeout": merged.get("timeout"),
         "test_best": bool(merged.get("test_best", False)),
         "plots": bool(merged.get("plots", True)),

@@ -49,6 +49,7 @@ CallbackSource = (
 )
 
 _DIRECTIONS = ("minimize", "maximize")
+_STRATEGIES = ("sweep", "pbt")
 _OBJECTIVES = ("best", "last")
 _LOGGERS = ("csv", "tensorboard")
 # Trainer arguments the tuner sets itself for every trial.
@@ -277,7 +278,7 @@ class Tuner:
         monitor: the validation metric to optimize (must be logged by the module).
         direction: ``"minimize"`` or ``"maximize"``.
         pruner: ``"median"``, ``"hyperband"``, ``"successive_halving"``, ``"none"`` or an
-            Optuna ``BasePruner``.
+            Optuna ``BasePruner``; None (default): ``"hyperband"``, or ``"none"`` for PBT.
         pruner_kwargs: keyword arguments of the named pruner.
         sampler: ``"tpe"``, ``"random"``, ``"qmc"``, ``"gp"`` or an Optuna ``BaseSampler``.
         sampler_kwargs: keyword arguments of the named sampler (seeded with ``seed`` unless
@@ -302,6 +303,10 @@ class Tuner:
         grace_period: seconds without a heartbeat after which a running trial counts as dead
             (default ``2 * heartbeat_interval``).
         max_retry: how often a dead trial is retried with its parameters (None: no limit).
+        strategy: ``"sweep"`` (default: Optuna samples trials, the pruner stops weak ones) or
+            ``"pbt"``: population-based training, see :mod:`lightning_tune.tuner.pbt`.
+        pbt: the PBT options, a :class:`~lightning_tune.tuner.pbt.PBTConfig` or a mapping of
+            its fields (``population``, ``interval``, ``quantile``, ...); only with ``"pbt"``.
 
     Two budgets: :meth:`optimize` keeps Optuna's meaning of ``n_trials`` (this many *more*
     trials), while ``run(n_trials, total=True)`` (what ``lightning-tune tune`` uses) runs until
@@ -329,7 +334,7 @@ class Tuner:
         callbacks: CallbackSource = None,
         monitor: str = "val_loss",
         direction: Literal["minimize", "maximize"] = "minimize",
-        pruner: str | BasePruner | None = "hyperband",
+        pruner: str | BasePruner | None = None,
         pruner_kwargs: Mapping[str, Any] | None = None,
         sampler: str | BaseSampler | None = "tpe",
         sampler_kwargs: Mapping[str, Any] | None = None,
@@ -347,6 +352,8 @@ class Tuner:
         heartbeat_interval: int | None = 10,
         grace_period: int | None = None,
         max_retry: int | None = 3,
+        strategy: Literal["sweep", "pbt"] = "sweep",
+        pbt: Any = None,
     ) -> None:
         # -- what to build
         if inspect.isclass(module):
@@ -443,7 +450,21 @@ class Tuner:
         # -- where and how to search (checked now, built again per study)
         self.pruner_kwargs = dict(pruner_kwargs or {})
         self.sampler_kwargs = dict(sampler_kwargs or {})
+        if strategy not in _STRATEGIES:
+            raise ValueError(
+                f"`strategy` must be one of {list(_STRATEGIES)}, but got {strategy=!r}"
+            )
+        if pruner is None:
+            pruner = "none" if strategy == "pbt" else "hyperband"
         self.pruner = make_pruner(pruner, self.pruner_kwargs, max_resource=self.max_resource)
+        self.strategy = strategy
+        self.pbt_plan = None
+        if strategy == "pbt":
+            from lightning_tune.tuner.pbt.reach import check_pbt
+
+            self.pbt_plan = check_pbt(self, pbt)
+        elif pbt is not None:
+            raise ValueError("`pbt` options need strategy='pbt', but got strategy='sweep'")
         self._sampler_source = sampler
         make_sampler(sampler, self.sampler_kwargs, seed=seed)
         if not isinstance(study_name, str) or not study_name or "/" in study_name:
@@ -674,6 +695,10 @@ class Tuner:
             load_if_exists=True,
         )
         self.study.set_user_attr("monitor", self.monitor)
+        if self.strategy == "pbt":  # round 0 is enqueued once, before any worker starts
+            from lightning_tune.tuner.pbt.worker import seed_population
+
+            seed_population(self, self.study)
         return self.study
 
     def _check_space_matches(self, trials: Sequence[FrozenTrial]) -> None:
@@ -836,6 +861,8 @@ class Tuner:
         (:class:`~lightning_tune.tuner.pruning.MetricNotFoundError`, a configuration error
         every trial would repeat) stops the sweep and is raised.
         """
+        if self.strategy == "pbt":
+            return self._run_pbt(timeout)
         _check_budget(n_trials, timeout)
         study = self.study if self.study is not None else self.create_study()
         progress = _Progress(n_trials, self.monitor, self.max_epochs, self.quiet)
@@ -867,6 +894,16 @@ class Tuner:
             raise config_errors[0]
         return study
 
+    def _run_pbt(self, timeout: float | None) -> optuna.Study:
+        """PBT: the population's segments until it is done (``n_trials`` does not apply)."""
+        from lightning_tune.tuner.pbt.worker import run_pbt
+
+        if timeout is not None:
+            _check_budget(None, timeout)
+        run_pbt(self, timeout=timeout)
+        assert self.study is not None
+        return self.study
+
     def result(self, *, report: bool = True, plots: bool = True) -> TuneResult:
         """The result of the study so far; with ``report``, write CSV/summary/plots to
         ``<study_dir>/report``."""
@@ -876,6 +913,12 @@ class Tuner:
             result.report_files = save_report(
                 study, self.study_dir / "report", monitor=self.monitor, plots=plots
             )
+            if self.strategy == "pbt":
+                from lightning_tune.tuner.pbt.report import save_pbt_report
+
+                result.report_files.update(
+                    save_pbt_report(study, self.study_dir / "report", self.monitor, plots=plots)
+                )
         return result
 
     def run(
@@ -900,7 +943,8 @@ class Tuner:
         With ``test_best``, the best configuration is evaluated on the test split (from its
         kept checkpoint, or retrained when it has none).
         """
-        _check_budget(n_trials, timeout)
+        if self.strategy != "pbt":
+            _check_budget(n_trials, timeout)
         with self.quiet_libraries():
             study = self.create_study()
         if not self.quiet:
@@ -910,7 +954,9 @@ class Tuner:
                 f"Study {self.study_name!r} ({state}), storage {self.storage_description}, "
                 f"output in {self.study_dir}"
             )
-        if total and n_trials is not None:
+        if self.strategy == "pbt":
+            self._run_pbt(timeout)
+        elif total and n_trials is not None:
             from lightning_tune.tuner.workers import run_worker
 
             run_worker(self, n_trials, timeout=timeout, name="tune")

@@ -196,6 +196,10 @@ def run_worker(
     _positive_int("n_trials", n_trials)
     if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
         raise ValueError(f"`timeout` must be > 0 seconds or None, but got {timeout=!r}")
+    if getattr(tuner, "strategy", "sweep") == "pbt":  # the population defines the work
+        from lightning_tune.tuner.pbt.worker import run_pbt
+
+        return run_pbt(tuner, timeout=timeout, poll_interval=poll_interval, name=name)
     study = tuner.study if tuner.study is not None else tuner.create_study()
     heartbeat = heartbeat_enabled(tuner.open_storage())
     deadline = None if timeout is None else time.monotonic() + timeout
