@@ -208,8 +208,8 @@ def test_a_fixed_seed_on_one_worker_gives_the_same_run(tmp_path):
     ("pbt", "error", "match"),
     [
         ({"population": 1}, ValueError, r"`population` must be an int >= 2, but got population=1"),
-        ({"quantile": 0.0}, ValueError, r"`quantile` must be in \(0, 0.5\], but got quantile=0.0"),
-        ({"quantile": 0.75}, ValueError, r"`quantile` must be in \(0, 0.5\], but got quantile=0.75"),
+        ({"quantile": 0.0}, ValueError, r"`quantile` must be a number > 0 and <= 0.5, but got quantile=0.0"),
+        ({"quantile": 0.75}, ValueError, r"`quantile` must be a number > 0 and <= 0.5, but got quantile=0.75"),
         ({"interval": 0}, ValueError, r"`interval` must be an int >= 1, but got interval=0"),
         ({"mode": "lockstep"}, ValueError, r"`mode` must be one of \['async', 'sync'\]"),
         ({"perturbation_factors": [1.2]}, ValueError, r"`perturbation_factors` must be two"),

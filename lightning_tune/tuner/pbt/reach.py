@@ -33,9 +33,12 @@ class PBTPlan:
 
 
 def _accepted(cls: type) -> set[str] | None:
-    from lightning_tune.tuner.tuner import _accepted_kwargs
-
-    return _accepted_kwargs(cls)
+    """Keyword arguments of ``cls.__init__``; None if it takes ``**kwargs``."""
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {n for n, p in params.items() if n != "self" and p.kind in kinds}
 
 
 def _consumer(source: Any) -> tuple[type | None, set[str] | None]:

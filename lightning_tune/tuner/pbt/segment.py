@@ -25,9 +25,11 @@ from typing_extensions import override
 from lightning_tune.tuner.pbt.apply import HyperparameterUpdate
 from lightning_tune.tuner.pbt.reach import PBTPlan
 from lightning_tune.tuner.pruning import MetricNotFoundError
-from lightning_tune.tuner.tuner import _TRAINER_DEFAULTS
 
 __all__ = ["EpochCheckpoint", "SegmentReport", "run_segment", "segment_dir"]
+
+# Trainer settings of every tuner trial (as in Tuner), which trainer_kwargs may override.
+_TRAINER_DEFAULTS: dict[str, Any] = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
 class SegmentReport(pl.Callback):
