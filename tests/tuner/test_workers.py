@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing
 import os
 import pathlib
+import random
 import signal
+import socket
 import threading
 import time
 
@@ -225,8 +228,40 @@ def _wait_for(condition, timeout: float = 60.0) -> bool:
     return False
 
 
+def _port_outside_ephemeral_range() -> int:
+    """A free TCP port below the kernel's ephemeral range (where ``bind(0)`` and outgoing
+    connections take theirs).
+
+    Lightning picks the DDP rendezvous port by binding port 0 and closing the socket; rank 0
+    binds it again only once the spawned processes have imported torch, seconds later. On a
+    busy machine another process can get that same ephemeral port in between, and rank 0 then
+    fails with EADDRINUSE. No automatic allocation ever hands out a port below the range.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = list(range(max(1024, low - 12000), low))
+    random.Random(os.getpid() ^ time.monotonic_ns()).shuffle(candidates)
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in [{candidates[0]}, {low})")
+
+
+@pytest.fixture
+def ddp_main_port(monkeypatch):
+    """MASTER_PORT for a DDP test, restored afterwards (Lightning leaves it set otherwise)."""
+    port = _port_outside_ephemeral_range()
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    return port
+
+
 @pytest.mark.slow
-def test_a_ddp_trial_is_pruned_once_and_stops_on_both_ranks(tmp_path):
+def test_a_ddp_trial_is_pruned_once_and_stops_on_both_ranks(tmp_path, ddp_main_port):
     tuner = _tuner(
         tmp_path,
         None,
@@ -236,9 +271,11 @@ def test_a_ddp_trial_is_pruned_once_and_stops_on_both_ranks(tmp_path):
         pruner_kwargs=None,
         max_epochs=4,
     )
-    run_worker(tuner, n_trials=1)
-    (trial,) = tuner.study.get_trials(deepcopy=False)
-    assert trial.state == TrialState.PRUNED
+    # A failed trial stops the worker with its reason (instead of a second trial being run).
+    run_worker(tuner, n_trials=1, max_consecutive_failures=1)
+    trials = tuner.study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.PRUNED], [t.user_attrs for t in trials]
+    (trial,) = trials
     assert list(trial.intermediate_values) == [0]  # one report, at the first validation
     assert trial.user_attrs["validations"] == 1
     assert trial.user_attrs["prune_reason"].startswith("pruned at validation step 0")
