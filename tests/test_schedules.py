@@ -354,3 +354,33 @@ def test_custom_schedule_object_drives_the_callback():
 def test_zero_total_is_rejected():
     with pytest.raises(ValueError, match="needs `total` > 0, but got total=0"):
         Linear()(0, 0)
+
+
+@pytest.mark.parametrize(("period", "period_mult"), [(1, 3), (2, 2), (1, 2), (3, 4)])
+def test_a_restart_at_a_whole_number_step_starts_the_new_cycle(period, period_mult):
+    # cycle i starts at period * (m**i - 1) / (m - 1): whole numbers here, where a float
+    # logarithm lands just below the integer (log(243, 3) = 4.999...)
+    restarts = CosineRestarts(period=period, period_mult=period_mult, min_factor=0.1)
+    for i in range(1, 9):
+        start = period * (period_mult**i - 1) // (period_mult - 1)
+        assert restarts.cycle(start) == (i, 0.0, float(period * period_mult**i))
+        assert restarts(start) == 1.0
+        assert restarts.cycle(start - 1)[0] == i - 1
+        assert restarts(start - 0.5) < 1.0  # the end of the cycle before
+
+
+def test_cycle_121_of_period_1_times_3_is_the_start_of_cycle_5():
+    restarts = CosineRestarts(period=1, period_mult=3)
+    assert restarts.cycle(121) == (5, 0.0, 243.0)
+    assert restarts(121) == 1.0
+
+
+@pytest.mark.parametrize("warmup", [1, 4, 9])
+def test_the_main_schedule_runs_over_the_run_minus_the_warmup(warmup):
+    total = 10
+    for step in range(warmup, total + 1):
+        expected = 1.0 - (step - warmup) / (total - warmup)
+        assert schedule_factor(step, Linear(), total=total, warmup_steps=warmup) == pytest.approx(
+            expected, abs=1e-12
+        )
+    assert schedule_factor(total, Linear(), total=total, warmup_steps=warmup) == 0.0

@@ -168,6 +168,43 @@ def test_warmup_in_epochs_with_a_step_schedule(trainer_kwargs):
     assert lrs[BATCHES:] == [0.1] * BATCHES
 
 
+@pytest.mark.parametrize("accumulate", [2, 4])
+def test_an_epoch_of_warmup_counts_optimizer_steps_under_accumulation(trainer_kwargs, accumulate):
+    callback = Warmup(1, warmup_unit="epoch")
+    trainer, recorder = _fit(
+        trainer_kwargs, [callback], max_epochs=3, accumulate_grad_batches=accumulate
+    )
+    per_epoch = BATCHES // accumulate  # optimizer steps, not batches
+    assert trainer.global_step == 3 * per_epoch
+    assert callback.lengths(3 * per_epoch, per_epoch) == (per_epoch, 2 * per_epoch)
+    lrs = [row[1][0] for row in recorder.rows]
+    assert lrs[:per_epoch] == pytest.approx([0.1 * t / per_epoch for t in range(per_epoch)])
+    assert lrs[per_epoch:] == [0.1] * (2 * per_epoch)
+
+
+def test_the_main_schedule_length_is_the_run_minus_the_warmup():
+    assert LRSchedule("linear", warmup=4).lengths(10) == (4, 6)
+    assert LRSchedule("linear", warmup=0.25).lengths(100) == (25, 75)
+    assert LRSchedule("linear", warmup=4).preview(10) == pytest.approx(
+        [0.0, 0.25, 0.5, 0.75, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6]
+    )
+
+
+@pytest.mark.parametrize("mode", ["linear", "cosine", "exponential"])
+def test_warmup_start_lr_during_training_is_what_preview_shows(trainer_kwargs, mode):
+    callback = LRSchedule("cosine", warmup=5, warmup_start_lr=0.01, warmup_mode=mode)
+    _, recorder = _fit(trainer_kwargs, [callback], max_epochs=2)
+    total = 2 * BATCHES
+    weight = [row[1][0] for row in recorder.rows]
+    bias = [row[1][1] for row in recorder.rows]
+    # a/weight peaks at 0.1 (scale 1); a/bias at 0.2 with lr_scale 0.25: the start LR is
+    # absolute before the scale, as in timm
+    assert weight == pytest.approx(callback.preview(total, lr=0.1), rel=1e-12)
+    assert bias == pytest.approx([0.25 * lr for lr in callback.preview(total, lr=0.2)], rel=1e-12)
+    assert (weight[0], bias[0]) == pytest.approx((0.01, 0.25 * 0.01))
+    assert weight[5] == pytest.approx(0.1) and bias[5] == pytest.approx(0.05)
+
+
 # ----------------------------------------------------------------- groups added mid-run
 def test_late_group_is_scheduled_from_its_first_step_with_its_own_warmup(trainer_kwargs):
     callback = LRSchedule("cosine", warmup=4)

@@ -145,6 +145,15 @@ def test_unreachable_database_fails_without_printing_the_password(tmp_path):
     assert "hunter2" not in describe_storage(url)
 
 
+def test_a_password_in_the_drivers_error_text_is_masked(tmp_path):
+    # libpq echoes a bad option value; here it is the password (no network is touched)
+    url = "postgresql://me:hunter2@127.0.0.1:1/optuna?sslmode=hunter2"
+    with pytest.raises(ConnectionError, match=r'invalid sslmode value: "\*\*\*"') as info:
+        resolve_storage(url, tmp_path)
+    driver_text = str(info.value).split(": ", 1)[1]
+    assert "hunter2" not in driver_text
+
+
 def test_check_storage_validates_without_opening_anything(tmp_path):
     check_storage(str(tmp_path / "sub" / "study.db"))
     check_storage(f"journal:{tmp_path}/sub/study.log")

@@ -211,6 +211,37 @@ def test_nonfinite_metric_fails_the_trial_and_the_study_goes_on(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("direction", "objective", "expected"),
+    [
+        ("minimize", "best", 0.25),
+        ("minimize", "last", 0.375),
+        ("maximize", "best", 0.75),
+        ("maximize", "last", 0.375),
+    ],
+)
+def test_the_trial_value_is_the_best_or_the_last_validation(
+    tmp_path, direction, objective, expected
+):
+    tuner = Tuner(
+        lambda p: ScriptedModule([0.5, 0.75, 0.25, 0.375]),  # exact in float32
+        {"x": Float(0.0, 1.0)},
+        direction=direction,
+        objective=objective,
+        pruner="none",
+        storage="memory",
+        output_dir=tmp_path,
+        max_epochs=4,
+        trainer_kwargs={"accelerator": "cpu", "num_sanity_val_steps": 0},
+        quiet=True,
+        keep_checkpoints=0,
+        loggers=(),
+    )
+    (trial,) = tuner.optimize(n_trials=1).trials
+    assert trial.intermediate_values == {0: 0.5, 1: 0.75, 2: 0.25, 3: 0.375}
+    assert trial.value == expected
+
+
 def test_missing_metric_is_an_error_naming_the_logged_ones(tmp_path):
     tuner = Tuner(
         lambda p: ScriptedModule([1.0]),
