@@ -144,3 +144,18 @@ def test_resume_from_a_checkpoint_reports_the_same_steps(trainer_kwargs, tmp_pat
     study.tell(stopped_trial, resumed.values[-1])
     assert study.trials[0].intermediate_values == study.trials[1].intermediate_values
     assert list(study.trials[1].intermediate_values) == list(range(6))
+
+
+def test_a_state_without_keys_loads_as_a_fresh_callback():
+    trial = optuna.create_study().ask()
+    fresh = OptunaPruning(trial, monitor="val_loss")
+    loaded = OptunaPruning(trial, monitor="val_loss")
+    loaded.load_state_dict({"validations": 3, "values": [1.0], "status": "pruned"})
+    loaded.load_state_dict({})  # a checkpoint written before these keys existed
+    assert loaded.state_dict() == fresh.state_dict()
+    assert loaded.state_dict() == {
+        "validations": 0,
+        "values": [],
+        "status": "running",
+        "reason": None,
+    }
