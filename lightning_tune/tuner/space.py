@@ -65,9 +65,22 @@ def _check_range(name: str, low: float, high: float, log: bool) -> None:
         )
 
 
+def _check_grid_points(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise ValueError(
+            f"search space `{name}`: `grid_points` must be an int >= 2, but got "
+            f"grid_points={value!r}"
+        )
+
+
 @dataclass(frozen=True)
 class Float:
     """A float in ``[low, high]``, uniform or log-uniform, optionally on a grid of ``step``.
+
+    ``grid_points`` is used by ``sampler="grid"`` only: that many evenly spaced values (log-spaced
+    with ``log=True``), ends included (see :func:`~lightning_tune.tuner.grid.grid_values`).
 
     Example:
         >>> Float(1e-4, 1e-1, log=True).distribution("lr")
@@ -78,12 +91,14 @@ class Float:
     high: float
     log: bool = False
     step: float | None = None
+    grid_points: int | None = None
 
     def check(self, name: str) -> None:
         """Raise ``ValueError``/``TypeError`` if the spec is invalid."""
         _number(name, "low", self.low)
         _number(name, "high", self.high)
         _check_range(name, self.low, self.high, self.log)
+        _check_grid_points(name, self.grid_points)
         if self.step is not None:
             _number(name, "step", self.step)
             if self.log:
@@ -111,6 +126,9 @@ class Float:
 class Int:
     """An int in ``[low, high]``, uniform or log-uniform, with ``step`` (1 for log ranges).
 
+    ``grid_points`` is used by ``sampler="grid"`` only: at most that many values of the range
+    (log-spaced with ``log=True``) instead of all of them.
+
     Example:
         >>> Int(0, 10, step=2).distribution("warmup")
         IntDistribution(high=10, log=False, low=0, step=2)
@@ -120,12 +138,14 @@ class Int:
     high: int
     log: bool = False
     step: int = 1
+    grid_points: int | None = None
 
     def check(self, name: str) -> None:
         """Raise ``ValueError``/``TypeError`` if the spec is invalid."""
         _number(name, "low", self.low, integer=True)
         _number(name, "high", self.high, integer=True)
         _number(name, "step", self.step, integer=True)
+        _check_grid_points(name, self.grid_points)
         _check_range(name, self.low, self.high, self.log)
         if self.step < 1:
             raise ValueError(f"search space `{name}`: `step` must be >= 1, but got {self.step!r}")
@@ -263,8 +283,8 @@ _SPEC_TYPES: dict[str, type] = {
     "fixed": Fixed,
 }
 _SPEC_FIELDS: dict[str, tuple[str, ...]] = {
-    "float": ("low", "high", "log", "step"),
-    "int": ("low", "high", "log", "step"),
+    "float": ("low", "high", "log", "step", "grid_points"),
+    "int": ("low", "high", "log", "step", "grid_points"),
     "categorical": ("choices",),
     "pow2": ("low", "high"),
     "fixed": ("value",),
@@ -279,7 +299,7 @@ def parse_spec(name: str, spec: Any) -> ParamSpec:
 
     Example:
         >>> parse_spec("lr", {"type": "float", "low": 1e-4, "high": 1e-2, "log": True})
-        Float(low=0.0001, high=0.01, log=True, step=None)
+        Float(low=0.0001, high=0.01, log=True, step=None, grid_points=None)
         >>> parse_spec("batch_size", {"type": "pow2", "low": 16, "high": 64}).values
         (16, 32, 64)
         >>> parse_spec("optimizer", ["adamw", "sgd"])

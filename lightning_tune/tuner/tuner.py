@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lightning_tune._compat import check_pytorch_lightning
 from lightning_tune.tuner.distributed import DistributedOptunaPruning
 from lightning_tune.tuner.factories import make_pruner, make_sampler
+from lightning_tune.tuner.grid import announce_grid
 from lightning_tune.tuner.pruning import MetricNotFoundError
 from lightning_tune.tuner.report import (
     format_trial_line,
@@ -466,7 +467,7 @@ class Tuner:
         elif pbt is not None:
             raise ValueError("`pbt` options need strategy='pbt', but got strategy='sweep'")
         self._sampler_source = sampler
-        make_sampler(sampler, self.sampler_kwargs, seed=seed)
+        make_sampler(sampler, self.sampler_kwargs, seed=seed, search_space=self.search_space)
         if not isinstance(study_name, str) or not study_name or "/" in study_name:
             raise ValueError(
                 f"`study_name` must be a non-empty name without '/', but got {study_name!r}"
@@ -683,8 +684,13 @@ class Tuner:
             existing_trials = existing.get_trials(deepcopy=False)
             self._check_space_matches(existing_trials)
             n_existing = len(existing_trials)
+        # A grid is shuffled by the seed: every process and run must use the same one.
+        offset = 0 if self._sampler_source == "grid" else n_existing
         sampler = make_sampler(
-            self._sampler_source, self.sampler_kwargs, seed=self.seed + n_existing
+            self._sampler_source,
+            self.sampler_kwargs,
+            seed=self.seed + offset,
+            search_space=self.search_space,
         )
         self.study = optuna.create_study(
             storage=storage,
@@ -954,6 +960,7 @@ class Tuner:
                 f"Study {self.study_name!r} ({state}), storage {self.storage_description}, "
                 f"output in {self.study_dir}"
             )
+        announce_grid(study, n_trials, quiet=self.quiet)
         if self.strategy == "pbt":
             self._run_pbt(timeout)
         elif total and n_trials is not None:

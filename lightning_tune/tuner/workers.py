@@ -38,6 +38,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from lightning_tune.tuner.grid import announce_grid, grid_slots_left
 from lightning_tune.tuner.pruning import MetricNotFoundError
 from lightning_tune.tuner.storage import (
     check_storage,
@@ -223,6 +224,11 @@ def run_worker(
                 break
             running = sum(t.state == TrialState.RUNNING for t in trials)
             waiting = any(t.state == TrialState.WAITING for t in trials)
+            if grid_slots_left(study, trials) == 0 and not waiting:
+                if not running or not heartbeat:
+                    break  # the whole grid ran (a smaller grid than n_trials ends here)
+                time.sleep(poll_interval)  # the last configurations run elsewhere
+                continue
             if not waiting and finished + running >= n_trials:
                 if not heartbeat:
                     break  # a dead worker's trial could never be detected: do not wait forever
@@ -406,6 +412,7 @@ def run_workers(
     storage = resolve_storage(storage_spec, study_dir, in_memory_ok=False, **heartbeat)
     # Created here once, so that the workers only load it.
     study = _build_tuner(source, storage, overrides).create_study()
+    announce_grid(study, n_trials, quiet=parent.quiet)
     if not parent.quiet:
         print(
             f"Study {parent.study_name!r} in {describe_storage(storage)}: {n_workers} workers "

@@ -67,3 +67,19 @@ class SlowSteps(pl.Callback):
         import time
 
         time.sleep(self.seconds)
+
+
+class SumModule(ScriptedModule):
+    """Logs ``val_loss = x + y`` (and ``size = n``) at every validation: a known optimum for
+    sampler, grid and multi-objective tests."""
+
+    def __init__(
+        self, x: float = 0.0, y: float = 0.0, n: int = 1, opt: str = "a", batch_size: int = 4
+    ) -> None:
+        super().__init__(values=[x + y], batch_size=batch_size)
+        self.n = n
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if not self.trainer.sanity_checking:
+            self.log("size", torch.tensor(float(self.n)))

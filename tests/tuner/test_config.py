@@ -125,9 +125,14 @@ def test_cli_tune_runs_continues_and_passes_tuned_values_to_callbacks(
         ),
         (
             {"pruner": "patience"},
-            r"`pruner` must be one of \['hyperband', 'median', 'none', 'successive_halving'\]",
+            r"`pruner` must be one of \['hyperband', 'median', 'none', 'patient', 'percentile', "
+            r"'successive_halving', 'threshold', 'wilcoxon'\]",
         ),
-        ({"sampler": {"name": "grid"}}, r"`sampler` must be one of"),
+        ({"sampler": {"name": "anneal"}}, r"`sampler` must be one of"),
+        (
+            {"sampler": {"name": "grid"}},
+            r"search space `epsilon`: a float under sampler='grid' needs `grid_points`",
+        ),
         ({"n_trials": 0}, r"`n_trials` must be an int > 0, but got n_trials=0"),
         ({"storage": "mysql:/db"}, r"`storage`='mysql:/db'"),
         (

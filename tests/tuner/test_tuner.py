@@ -319,12 +319,24 @@ def test_test_best_evaluates_the_best_checkpoint_and_tensorboard_logs(tmp_path):
         (
             {"pruner": "patience"},
             ValueError,
-            r"`pruner` must be one of \['hyperband', 'median', 'none', 'successive_halving'\]",
+            r"`pruner` must be one of \['hyperband', 'median', 'none', 'patient', 'percentile', "
+            r"'successive_halving', 'threshold', 'wilcoxon'\]",
+        ),
+        (
+            {"sampler": "anneal"},
+            ValueError,
+            r"`sampler` must be one of \['bruteforce', 'cmaes', 'gp', 'grid', 'nsga2', 'nsga3', "
+            r"'qmc', 'random', 'tpe'\]",
         ),
         (
             {"sampler": "grid"},
             ValueError,
-            r"`sampler` must be one of \['gp', 'qmc', 'random', 'tpe'\]",
+            r"search space `lr`: a float under sampler='grid' needs `grid_points`",
+        ),
+        (
+            {"sampler": "grid", "sampler_kwargs": {"grid_points": 1}},
+            ValueError,
+            r"`grid_points` must be an int >= 2, but got grid_points=1",
         ),
         (
             {"pruner": "hyperband", "pruner_kwargs": {"reduction_factor": 1}},
