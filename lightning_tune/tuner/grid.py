@@ -203,7 +203,9 @@ def grid_search_space(
         if found is not None:
             grid[name] = found
     if not grid:
-        raise ValueError("sampler 'grid': the search space has only fixed values, nothing to search")
+        raise ValueError(
+            "sampler 'grid': the search space has only fixed values, nothing to search"
+        )
     return grid
 
 
@@ -281,9 +283,7 @@ def grid_sampler(
     return SpaceGridSampler(grid, seed=seed)
 
 
-def grid_slots_left(
-    study: optuna.Study, trials: Sequence[FrozenTrial] | None = None
-) -> int | None:
+def grid_slots_left(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> int | None:
     """Configurations of ``study``'s grid that no trial has taken; None if it has no grid.
 
     Example:

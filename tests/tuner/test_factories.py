@@ -126,7 +126,9 @@ def test_patient_wraps_a_named_pruner_with_its_kwargs():
 def test_each_name_from_yaml(tmp_path):
     cfg = {
         "model": {"class": "TimmClassifier", "kwargs": {"model_name": "test_resnet"}},
-        "search_space": {"lr": {"type": "float", "low": 0.01, "high": 0.1, "step": 0.01, "grid_points": 3}},
+        "search_space": {
+            "lr": {"type": "float", "low": 0.01, "high": 0.1, "step": 0.01, "grid_points": 3}
+        },
         "storage": "memory",
         "output_dir": str(tmp_path),
     }

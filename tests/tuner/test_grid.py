@@ -152,5 +152,7 @@ def test_two_workers_share_one_grid_without_running_a_configuration_twice(tmp_pa
     assert sorted(configs) == sorted(EXPECTED)  # all six, none twice, the sweep stopped
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     assert len(study.trials) == 6
-    reopened = optuna.load_study(study_name="grid", storage=resolve_storage(None, tmp_path / "grid"))
+    reopened = optuna.load_study(
+        study_name="grid", storage=resolve_storage(None, tmp_path / "grid")
+    )
     assert len(reopened.trials) == 6 and all(math.isfinite(t.value) for t in reopened.trials)
