@@ -38,6 +38,7 @@ import optuna
 from optuna.samplers import GridSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from lightning_tune._validation import check_int, check_number, check_optional
 from lightning_tune.tuner.space import Categorical, Fixed, Float, Int, PowerOfTwo, SearchSpace
 
 __all__ = [
@@ -144,12 +145,8 @@ def grid_values(
 
 
 def _check_options(grid_points: Any, jitter: Any) -> None:
-    if grid_points is not None and (
-        isinstance(grid_points, bool) or not isinstance(grid_points, int) or grid_points < 2
-    ):
-        raise ValueError(f"`grid_points` must be an int >= 2, but got grid_points={grid_points!r}")
-    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
-        raise ValueError(f"`jitter` must be a number in [0, 1], but got jitter={jitter!r}")
+    check_optional(check_int, "grid_points", grid_points, minimum=2)
+    check_number("jitter", jitter, low=0, high=1)
 
 
 def grid_search_space(

@@ -79,7 +79,7 @@ def test_explicit_values_replace_those_of_a_spec():
          r"search space `x`: a float under sampler='grid' needs `grid_points` \(in its spec or "
          r"in sampler_kwargs\) or `step`"),
         (lambda: grid_search_space(SPACE, jitter=1.5), ValueError,
-         r"`jitter` must be a number in \[0, 1\], but got jitter=1.5"),
+         r"`jitter` must be a number >= 0 and <= 1, but got jitter=1.5"),
         (lambda: grid_search_space({"k": Int(1, 1000)}), ValueError,
          r"search space `k`: 1000 int values is too many for a grid"),
         (lambda: grid_search_space(SPACE, values={"z": [1]}), ValueError,
