@@ -6,9 +6,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from lightning_tune._validation import check_bool, check_choice, check_int, check_number, fail
-from lightning_tune.schedules import WARMUP_MODES, Schedule
+from lightning_tune.schedules import WARMUP_MODES, Schedule, make_schedule
 
 INTERVALS: tuple[str, ...] = ("step", "epoch")
+
+
+def build_schedule(schedule: str | Schedule, kwargs: dict[str, Any]) -> Schedule:
+    """The main schedule: a configured :class:`Schedule`, or a name with its arguments."""
+    if isinstance(schedule, Schedule):
+        if kwargs:
+            raise TypeError(
+                f"schedule arguments {sorted(kwargs)} are only accepted with a "
+                f"schedule name; {schedule!r} is already configured"
+            )
+        return schedule
+    return make_schedule(schedule, **kwargs)
 
 
 def is_number(value: Any) -> bool:

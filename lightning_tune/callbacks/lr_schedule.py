@@ -13,6 +13,7 @@ from typing_extensions import override
 from lightning_tune._compat import check_trainer
 from lightning_tune.callbacks._lr_settings import (
     INTERVALS,
+    build_schedule,
     check_lrs,
     check_momentum,
     check_optimizers,
@@ -20,7 +21,7 @@ from lightning_tune.callbacks._lr_settings import (
     check_warmup,
     pick,
 )
-from lightning_tune.schedules import Schedule, make_schedule, warmup_factor
+from lightning_tune.schedules import Schedule, warmup_factor
 
 __all__ = ["INTERVALS", "LRSchedule"]
 
@@ -111,15 +112,7 @@ class LRSchedule(pl.Callback):
         log_lr: bool = True,
         **schedule_kwargs: Any,
     ) -> None:
-        if isinstance(schedule, Schedule):
-            if schedule_kwargs:
-                raise TypeError(
-                    f"schedule arguments {sorted(schedule_kwargs)} are only accepted with a "
-                    f"schedule name; {schedule!r} is already configured"
-                )
-            self.schedule = schedule
-        else:
-            self.schedule = make_schedule(schedule, **schedule_kwargs)
+        self.schedule = build_schedule(schedule, schedule_kwargs)
         check_warmup(
             warmup, warmup_mode, warmup_start_factor, warmup_start_lr, warmup_unit, interval
         )
@@ -146,14 +139,24 @@ class LRSchedule(pl.Callback):
         self.optimizers = optimizers
         self.log_lr = log_lr
 
-        # Run-time state, set in on_fit_start / on_train_start.
+        self._reset_run_state()
+        # Lightning reads state_key around every hook call of every step: build it once.
+        self._state_key = self._generate_state_key(
+            schedule=repr(self.schedule).replace(", min_lr=None", ""),
+            warmup=self.warmup,
+            interval=self.interval,
+            optimizers=self.optimizers,
+        )
+
+    def _reset_run_state(self) -> None:
+        """Run-time state, set in on_fit_start / on_train_start."""
         self._targets: list[tuple[int, torch.optim.Optimizer]] = []
         self._starts: dict[int, list[int]] = {}
         self._names: dict[int, list[str]] = {}
         # per optimizer and group: (peak LR, the schedule with that group's absolute floor)
         self._plans: dict[int, list[tuple[float, Schedule]]] = {}
-        self._uniform = self.max_lr is None or not isinstance(self.max_lr, tuple)
-        self._uniform = self._uniform and getattr(self.schedule, "min_lr", None) is None
+        per_group = isinstance(self.max_lr, tuple) or getattr(self.schedule, "min_lr", None)
+        self._uniform = not per_group
         self._loaded: dict[int, list[tuple[str | None, int]]] | None = None
         self._warmup_steps = 0
         self._main_total: int | None = None
@@ -162,13 +165,6 @@ class LRSchedule(pl.Callback):
         self._applied_step = -1  # the step (and epoch) whose LRs are in the groups now
         self._own_warmup_until = 0  # groups' own warmups ("warmup_steps") end before this step
         self._applied_epoch = -1
-        # Lightning reads state_key around every hook call of every step: build it once.
-        self._state_key = self._generate_state_key(
-            schedule=repr(self.schedule).replace(", min_lr=None", ""),
-            warmup=self.warmup,
-            interval=self.interval,
-            optimizers=self.optimizers,
-        )
 
     # ----------------------------------------------------------------------- pure API
     def lengths(
