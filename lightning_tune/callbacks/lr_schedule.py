@@ -274,7 +274,7 @@ class LRSchedule(pl.Callback):
 
     def _plan_for(self, initial_lr: float, index: int) -> tuple[float, Schedule]:
         """(peak LR, main schedule) of param group ``index`` whose ``initial_lr`` is given."""
-        peak = initial_lr if self.max_lr is None else pick(self.max_lr, "max_lr", index)
+        peak = float(initial_lr) if self.max_lr is None else pick(self.max_lr, "max_lr", index)
         if self.warmup_start_lr is not None:
             self._check_start_lr(self.warmup_start_lr, peak, index)
         return peak, self.schedule.for_group(peak, index)
@@ -485,7 +485,7 @@ class LRSchedule(pl.Callback):
             starts.append(step)
         for j in range(len(plans), len(groups)):
             try:
-                plans.append(self._plan_for(float(groups[j]["initial_lr"]), j))
+                plans.append(self._plan_for(groups[j]["initial_lr"], j))
             except ValueError as err:
                 raise ValueError(
                     f"param group {groups[j].get('name', j)!r} of optimizer {i}: {err}"
