@@ -30,9 +30,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from lightning_tune._schedule_base import (
+    Schedule,
+    _check_min_lr,
+    _choice,
+    _in_range,
+    _need_total,
+    _number,
+    _positive_int,
+)
+
 __all__ = [
     "ANNEAL_MODES",
     "CYCLIC_MODES",
+    "MIN_LR_ALIASES",
     "SCHEDULES",
     "WARMUP_MODES",
     "Constant",
@@ -54,48 +65,6 @@ __all__ = [
 WARMUP_MODES: tuple[str, ...] = ("linear", "cosine", "exponential")
 CYCLIC_MODES: tuple[str, ...] = ("triangular", "triangular2", "exp_range")
 ANNEAL_MODES: tuple[str, ...] = ("cos", "linear")
-
-
-# ------------------------------------------------------------------------------ validation
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number, but got {name}={value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be finite, but got {name}={value!r}")
-    return float(value)
-
-
-def _in_range(name: str, value: Any, low: float, high: float, rule: str) -> float:
-    value = _number(name, value)
-    if not low <= value <= high:
-        raise ValueError(f"`{name}` must be {rule}, but got {name}={value!r}")
-    return value
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int (a number of steps), but got {name}={value!r}")
-    if value <= 0:
-        raise ValueError(f"`{name}` must be a positive number of steps, but got {name}={value!r}")
-    return value
-
-
-def _choice(name: str, value: Any, accepted: Sequence[str]) -> str:
-    if value not in accepted:
-        raise ValueError(f"`{name}` must be one of {list(accepted)}, but got {name}={value!r}")
-    return value
-
-
-def _need_total(schedule: Schedule, total: int | None) -> int:
-    if total is None:
-        raise ValueError(
-            f"{type(schedule).__name__} needs the total number of steps, but none is known: "
-            "pass `total` (or `total_steps` to LRSchedule), or give the Trainer a finite "
-            "`max_epochs` or `max_steps`"
-        )
-    if total <= 0:
-        raise ValueError(f"{type(schedule).__name__} needs `total` > 0, but got total={total!r}")
-    return total
 
 
 # --------------------------------------------------------------------------------- warmup
@@ -131,40 +100,6 @@ def warmup_factor(
 
 # ------------------------------------------------------------------------- main schedules
 @dataclass(frozen=True)
-class Schedule:
-    """Base of the main schedules: ``schedule(step, total) -> multiplier`` (1.0 at step 0).
-
-    Subclasses with ``needs_total = True`` need the schedule's length; ``cycles_momentum``
-    marks the ones that also define a momentum curve (:meth:`momentum`). A new schedule is a
-    frozen dataclass with ``__call__``; :class:`~lightning_tune.callbacks.LRSchedule` takes it.
-
-    Example:
-        >>> from dataclasses import dataclass
-        >>> @dataclass(frozen=True)
-        ... class Halving(Schedule):
-        ...     every: int = 10
-        ...     def __call__(self, step, total=None):
-        ...         return 0.5 ** (step // self.every)
-        >>> [Halving(every=2)(t) for t in range(5)]
-        [1.0, 1.0, 0.5, 0.5, 0.25]
-    """
-
-    needs_total: ClassVar[bool] = False
-    cycles_momentum: ClassVar[bool] = False
-    #: (base_momentum, max_momentum) that torch uses by default for this schedule.
-    default_momentum: ClassVar[tuple[float, float]] = (0.85, 0.95)
-
-    def __call__(self, step: float, total: int | None = None) -> float:
-        raise NotImplementedError
-
-    def momentum(
-        self, step: float, total: int | None, base_momentum: float, max_momentum: float
-    ) -> float:
-        """The momentum (or Adam beta1) at ``step``; only for cycling schedules."""
-        raise NotImplementedError(f"{type(self).__name__} does not cycle the momentum")
-
-
-@dataclass(frozen=True)
 class Constant(Schedule):
     """The peak LR, unchanged (useful after a warmup).
 
@@ -181,11 +116,13 @@ class Constant(Schedule):
 class Cosine(Schedule):
     """Half a cosine from 1.0 down to ``min_factor`` over ``total`` steps, then flat.
 
-    Same values as ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=total,
-    eta_min=min_factor * lr)`` and timm's ``CosineLRScheduler(t_initial=total)``.
+    Same values as ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=total, eta_min=min_lr)``
+    and timm's ``CosineLRScheduler(t_initial=total, lr_min=min_lr)``.
 
     Args:
-        min_factor: the floor, as a fraction of the peak LR, in [0, 1].
+        min_factor: the floor, as a fraction of each group's peak LR, in [0, 1].
+        min_lr: or the floor as an absolute LR (torch's ``eta_min``, timm's ``lr_min``), one
+            shared by all param groups or one per group; see :meth:`Schedule.for_group`.
 
     Example:
         >>> round(Cosine(min_factor=0.0)(5, 10), 6)
@@ -193,12 +130,16 @@ class Cosine(Schedule):
     """
 
     min_factor: float = 0.0
+    min_lr: float | tuple[float, ...] | None = None
     needs_total: ClassVar[bool] = True
+    floor_field: ClassVar[str | None] = "min_factor"
 
     def __post_init__(self) -> None:
         _in_range("min_factor", self.min_factor, 0.0, 1.0, "in [0, 1]")
+        _check_min_lr(self)
 
     def __call__(self, step: float, total: int | None = None) -> float:
+        self._relative()
         total = _need_total(self, total)
         progress = min(step, total) / total
         return self.min_factor + (1.0 - self.min_factor) * 0.5 * (
@@ -210,18 +151,24 @@ class Cosine(Schedule):
 class Linear(Schedule):
     """A straight line from 1.0 to ``end_factor`` over ``total`` steps, then flat.
 
+    ``min_lr`` gives the end as an absolute LR instead (shared, or one per param group).
+
     Example:
         >>> Linear(end_factor=0.5)(5, 10)
         0.75
     """
 
     end_factor: float = 0.0
+    min_lr: float | tuple[float, ...] | None = None
     needs_total: ClassVar[bool] = True
+    floor_field: ClassVar[str | None] = "end_factor"
 
     def __post_init__(self) -> None:
         _in_range("end_factor", self.end_factor, 0.0, 1.0, "in [0, 1]")
+        _check_min_lr(self)
 
     def __call__(self, step: float, total: int | None = None) -> float:
+        self._relative()
         total = _need_total(self, total)
         return 1.0 - (1.0 - self.end_factor) * min(step, total) / total
 
@@ -237,14 +184,18 @@ class Polynomial(Schedule):
 
     power: float = 1.0
     end_factor: float = 0.0
+    min_lr: float | tuple[float, ...] | None = None
     needs_total: ClassVar[bool] = True
+    floor_field: ClassVar[str | None] = "end_factor"
 
     def __post_init__(self) -> None:
         if _number("power", self.power) <= 0:
             raise ValueError(f"`power` must be > 0, but got power={self.power!r}")
         _in_range("end_factor", self.end_factor, 0.0, 1.0, "in [0, 1]")
+        _check_min_lr(self)
 
     def __call__(self, step: float, total: int | None = None) -> float:
+        self._relative()
         total = _need_total(self, total)
         remaining = 1.0 - min(step, total) / total
         return self.end_factor + (1.0 - self.end_factor) * remaining**self.power
@@ -323,9 +274,10 @@ class MultiStep(Schedule):
 class Cyclic(Schedule):
     """Smith's cyclical LR between ``base_factor`` and 1.0 (the peak), as torch's ``CyclicLR``.
 
-    With ``base_factor = base_lr / max_lr`` and the group's peak LR equal to ``max_lr``, the
-    values equal ``torch.optim.lr_scheduler.CyclicLR(base_lr, max_lr, step_size_up,
-    step_size_down, mode, gamma)``. Like torch, a cycle starts at the base LR.
+    With ``base_factor = base_lr / max_lr`` (or ``min_lr=base_lr``, shared or per group) and
+    the group's peak LR equal to ``max_lr``, the values equal
+    ``torch.optim.lr_scheduler.CyclicLR(base_lr, max_lr, step_size_up, step_size_down, mode,
+    gamma)``. Like torch, a cycle starts at the base LR.
 
     Args:
         step_size_up: steps from base to peak (> 0).
@@ -334,6 +286,7 @@ class Cyclic(Schedule):
             ``exp_range`` (scaled by ``gamma ** step``).
         gamma: the ``exp_range`` decay per step, in (0, 1].
         base_factor: the lower bound as a fraction of the peak, in [0, 1].
+        min_lr: or the lower bound as an absolute LR (torch's ``base_lr``), shared or per group.
 
     Example:
         >>> cyclic = Cyclic(step_size_up=2, base_factor=0.5)
@@ -346,8 +299,10 @@ class Cyclic(Schedule):
     mode: Literal["triangular", "triangular2", "exp_range"] = "triangular"
     gamma: float = 1.0
     base_factor: float = 0.1
+    min_lr: float | tuple[float, ...] | None = None
     cycles_momentum: ClassVar[bool] = True
     default_momentum: ClassVar[tuple[float, float]] = (0.8, 0.9)
+    floor_field: ClassVar[str | None] = "base_factor"
 
     def __post_init__(self) -> None:
         _positive_int("step_size_up", self.step_size_up)
@@ -363,6 +318,9 @@ class Cyclic(Schedule):
             1.0,
             "in [0, 1] (base_lr / max_lr; max_lr must be >= base_lr)",
         )
+        if self.min_lr is not None:
+            object.__setattr__(self, "base_factor", 0.0)
+            _check_min_lr(self)
 
     def _height(self, step: float) -> float:
         up = float(self.step_size_up)
@@ -379,6 +337,7 @@ class Cyclic(Schedule):
         return scale
 
     def __call__(self, step: float, total: int | None = None) -> float:
+        self._relative()
         return self.base_factor + (1.0 - self.base_factor) * self._height(step)
 
     def momentum(
@@ -402,15 +361,20 @@ class CosineRestarts(Schedule):
     curve as in timm (``cos(pi * t**k / T**k)``).
 
     Equals ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(T_0=period, T_mult,
-    eta_min=min_factor * lr)`` for integer ``period_mult``, and timm's ``CosineLRScheduler(
+    eta_min=min_lr)`` for integer ``period_mult``, and timm's ``CosineLRScheduler(
     t_initial=period, cycle_mul=period_mult, cycle_decay=decay, cycle_limit, k_decay,
-    lr_min=min_factor * lr)``. The cycle is found exactly (timm's float logarithm can put a
-    step on the wrong side of a restart; we correct it).
+    lr_min=min_lr)``. The cycle is found exactly (timm's float logarithm can put a step on the
+    wrong side of a restart; we correct it). ``cycle_limit`` defaults to None (unlimited
+    restarts), as torch's ``CosineAnnealingWarmRestarts`` whose name this schedule carries;
+    timm's ``CosineLRScheduler`` defaults to ``cycle_limit=1`` (a single cosine, what
+    :class:`Cosine` is): pass ``cycle_limit`` explicitly to match a timm configuration.
 
     Args:
         period: length of the first cycle in steps (> 0).
         period_mult: each cycle is this many times longer than the one before (>= 1).
         min_factor: the floor as a fraction of the peak, in [0, 1].
+        min_lr: or the floor as an absolute LR (torch's ``eta_min``, timm's ``lr_min``), shared
+            or one per param group.
         decay: the peak of cycle ``i`` is ``decay ** i``, in (0, 1].
         cycle_limit: number of cycles before staying at the floor (None: unlimited).
         k_decay: timm's k-decay exponent (> 0).
@@ -427,6 +391,8 @@ class CosineRestarts(Schedule):
     decay: float = 1.0
     cycle_limit: int | None = None
     k_decay: float = 1.0
+    min_lr: float | tuple[float, ...] | None = None
+    floor_field: ClassVar[str | None] = "min_factor"
 
     def __post_init__(self) -> None:
         _positive_int("period", self.period)
@@ -441,6 +407,7 @@ class CosineRestarts(Schedule):
             _positive_int("cycle_limit", self.cycle_limit)
         if _number("k_decay", self.k_decay) <= 0:
             raise ValueError(f"`k_decay` must be > 0, but got k_decay={self.k_decay!r}")
+        _check_min_lr(self)
 
     def _cycle_start(self, i: int) -> float:
         m = self.period_mult
@@ -465,6 +432,7 @@ class CosineRestarts(Schedule):
         return i, step - self._cycle_start(i), float(m**i * self.period)
 
     def __call__(self, step: float, total: int | None = None) -> float:
+        self._relative()
         i, t_curr, t_i = self.cycle(step)
         if self.cycle_limit is not None and i >= self.cycle_limit:
             return self.min_factor
@@ -590,12 +558,21 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
+#: torch's and timm's names of the absolute floor, accepted for ``min_lr``.
+MIN_LR_ALIASES: dict[str, str] = {"eta_min": "min_lr", "lr_min": "min_lr"}
+
+
 def make_schedule(name: str, **kwargs: Any) -> Schedule:
     """The main schedule called ``name`` (a key of :data:`SCHEDULES`) with ``kwargs``.
 
+    torch's ``eta_min`` and timm's ``lr_min`` are accepted as names of ``min_lr`` (the
+    absolute floor) for the schedules that have a floor.
+
     Example:
         >>> make_schedule("cosine", min_factor=0.1)
-        Cosine(min_factor=0.1)
+        Cosine(min_factor=0.1, min_lr=None)
+        >>> make_schedule("cosine_restarts", period=10, eta_min=1e-5).min_lr
+        1e-05
     """
     if not isinstance(name, str):
         raise TypeError(f"`schedule` must be a name or a Schedule, but got schedule={name!r}")
@@ -603,6 +580,11 @@ def make_schedule(name: str, **kwargs: Any) -> Schedule:
     if cls is None:
         raise ValueError(f"`schedule` must be one of {list(SCHEDULES)}, but got schedule={name!r}")
     fields = [f.name for f in dataclasses.fields(cls)]
+    for alias, field in MIN_LR_ALIASES.items():
+        if alias in kwargs and field in fields:
+            if field in kwargs:
+                raise ValueError(f"give `{alias}` or `{field}` (the same floor), not both")
+            kwargs[field] = kwargs.pop(alias)
     unknown = sorted(set(kwargs) - set(fields))
     if unknown:
         raise TypeError(

@@ -384,3 +384,167 @@ def test_the_main_schedule_runs_over_the_run_minus_the_warmup(warmup):
             expected, abs=1e-12
         )
     assert schedule_factor(total, Linear(), total=total, warmup_steps=warmup) == 0.0
+
+
+# ------------------------------------------- parity with two groups and absolute floors
+BASES = (0.1, 0.02)  # two param groups with different base LRs
+FLOOR = 0.004  # a shared, non-zero absolute floor (torch's eta_min, timm's lr_min)
+
+
+def _two_groups(lrs=BASES, momentum: bool = True) -> torch.optim.Optimizer:
+    params = [torch.nn.Parameter(torch.zeros(2)) for _ in lrs]
+    groups = [{"params": [p], "lr": lr} for p, lr in zip(params, lrs)]
+    return torch.optim.SGD(groups, lr=lrs[0], momentum=0.9 if momentum else 0)
+
+
+def _group_traces(scheduler, steps: int) -> list[list[float]]:
+    optimizer = scheduler.optimizer
+    traces: list[list[float]] = [[] for _ in optimizer.param_groups]
+    for _ in range(steps):
+        for trace, group in zip(traces, optimizer.param_groups):
+            trace.append(group["lr"])
+        optimizer.step()
+        scheduler.step()
+    return traces
+
+
+def _ours(callback, steps: int, lrs=BASES) -> list[list[float]]:
+    return [callback.preview(steps, lr=lr, group=j) for j, lr in enumerate(lrs)]
+
+
+@pytest.mark.parametrize("name", ["eta_min", "lr_min", "min_lr"])
+@pytest.mark.parametrize(("t_0", "t_mult"), [(5, 1), (4, 2)])
+def test_two_groups_match_torch_warm_restarts_with_an_absolute_floor(name, t_0, t_mult):
+    theirs = _group_traces(
+        lr_scheduler.CosineAnnealingWarmRestarts(
+            _two_groups(), T_0=t_0, T_mult=t_mult, eta_min=FLOOR
+        ),
+        60,
+    )
+    ours = LRSchedule("cosine_restarts", period=t_0, period_mult=t_mult, **{name: FLOOR})
+    for mine, reference in zip(_ours(ours, 60), theirs):
+        _close(mine, reference)
+
+
+def test_two_groups_match_torch_linear_then_cosine_with_an_absolute_floor():
+    warmup, total, start = 6, 30, 0.25
+    optimizer = _two_groups()
+    theirs = _group_traces(
+        lr_scheduler.SequentialLR(
+            optimizer,
+            [
+                lr_scheduler.LinearLR(optimizer, start_factor=start, total_iters=warmup),
+                lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=FLOOR),
+            ],
+            milestones=[warmup],
+        ),
+        total,
+    )
+    ours = LRSchedule("cosine", warmup=warmup, warmup_start_factor=start, eta_min=FLOOR)
+    for mine, reference in zip(_ours(ours, total), theirs):
+        _close(mine, reference, rel=1e-10)
+
+
+def test_relative_floor_differs_from_torch_for_the_second_group():
+    """Why `min_lr` exists: `min_factor` is relative, so it cannot match a shared eta_min."""
+    theirs = _group_traces(
+        lr_scheduler.CosineAnnealingLR(_two_groups(), T_max=20, eta_min=FLOOR), 21
+    )
+    relative = LRSchedule("cosine", min_factor=FLOOR / BASES[0])
+    assert relative.preview(21, lr=BASES[1])[-1] != pytest.approx(theirs[1][-1])
+
+
+@pytest.mark.parametrize("mode", ["triangular", "triangular2", "exp_range"])
+def test_two_groups_match_torch_cycliclr_with_per_group_bounds(mode):
+    base_lr, max_lr = [0.01, 0.001], [0.1, 0.03]
+    torch_sched = lr_scheduler.CyclicLR(
+        _two_groups(),
+        base_lr=base_lr,
+        max_lr=max_lr,
+        step_size_up=5,
+        step_size_down=3,
+        mode=mode,
+        gamma=0.97,
+    )
+    theirs = _group_traces(torch_sched, 40)
+    ours = CyclicLR(
+        base_lr=base_lr, max_lr=max_lr, step_size_up=5, step_size_down=3, mode=mode, gamma=0.97
+    )
+    for mine, reference in zip(_ours(ours, 40), theirs):
+        _close(mine, reference)
+
+
+def test_two_groups_match_torch_onecyclelr_with_per_group_peaks():
+    max_lr = [0.5, 0.08]
+    torch_sched = lr_scheduler.OneCycleLR(
+        _two_groups(), max_lr=max_lr, total_steps=37, div_factor=20.0, final_div_factor=50.0
+    )
+    theirs = _group_traces(torch_sched, 37)
+    ours = OneCycle(max_lr=max_lr, div_factor=20.0, final_div_factor=50.0)
+    for mine, reference in zip(_ours(ours, 37), theirs):
+        _close(mine, reference)
+
+
+@pytest.mark.parametrize(("cycle_limit", "cycle_mul"), [(1, 1.0), (3, 1.0), (4, 2.0)])
+def test_two_scaled_groups_match_timm_cosine_with_lr_min_and_warmup_lr_init(cycle_limit, cycle_mul):
+    t_initial, warmup_t, warmup_lr_init, total, scales = 8, 4, 0.001, 70, (1.0, 0.3)
+    optimizer = _two_groups()
+    for group, scale in zip(optimizer.param_groups, scales):
+        group["lr_scale"] = scale
+    timm_sched = CosineLRScheduler(
+        optimizer,
+        t_initial=t_initial,
+        lr_min=FLOOR,
+        cycle_mul=cycle_mul,
+        cycle_limit=cycle_limit,
+        warmup_t=warmup_t,
+        warmup_lr_init=warmup_lr_init,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+    theirs: list[list[float]] = [[], []]
+    for t in range(total):
+        timm_sched.step_update(t)
+        for trace, group in zip(theirs, optimizer.param_groups):
+            trace.append(group["lr"])
+    ours = LRSchedule(
+        "cosine_restarts",
+        warmup=warmup_t,
+        warmup_start_lr=warmup_lr_init,
+        period=t_initial,
+        period_mult=cycle_mul,
+        cycle_limit=cycle_limit,
+        lr_min=FLOOR,
+    )
+    for mine, reference, scale in zip(_ours(ours, total), theirs, scales):
+        _close([scale * lr for lr in mine], reference, rel=1e-10)
+
+
+def test_per_group_floors_match_torch_run_per_group():
+    floors = [0.01, 0.001]
+    ours = _ours(LRSchedule("cosine", min_lr=floors), 25)
+    for j, (base, floor) in enumerate(zip(BASES, floors)):
+        single = _two_groups(lrs=(base,))
+        (theirs,) = _group_traces(
+            lr_scheduler.CosineAnnealingLR(single, T_max=25, eta_min=floor), 25
+        )
+        _close(ours[j], theirs)
+
+
+@pytest.mark.parametrize(
+    ("factory", "error", "match"),
+    [
+        (lambda: Cosine(min_factor=0.1, min_lr=0.001), ValueError, "not both"),
+        (lambda: Cosine(min_lr=-1.0), ValueError, r"`min_lr` must be >= 0, but got min_lr=-1.0"),
+        (lambda: Cosine(min_lr=[]), ValueError, "non-empty list"),
+        (lambda: Cosine(min_lr="0.1"), TypeError, "`min_lr` must be a number"),
+        (lambda: Cosine(min_lr=0.01)(3, 10), ValueError, r"absolute floor.*for_group"),
+        (lambda: Cosine(min_lr=0.5).for_group(0.1), ValueError, r"must be <= the peak LR"),
+        (lambda: Cosine(min_lr=(0.1,)).for_group(0.2, 1), ValueError, "has 1 entries"),
+        (lambda: make_schedule("cosine", eta_min=0.1, min_lr=0.1), ValueError, "not both"),
+        (lambda: make_schedule("exponential", eta_min=0.1), TypeError, r"\['eta_min'\]"),
+    ],
+)
+def test_bad_floors(factory, error, match):
+    with pytest.raises(error, match=match):
+        factory()

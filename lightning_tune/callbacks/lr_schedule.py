@@ -11,30 +11,28 @@ import torch
 from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
-from lightning_tune.schedules import (
-    WARMUP_MODES,
-    Cyclic,
-    Schedule,
-    make_schedule,
-    warmup_factor,
+from lightning_tune.callbacks._lr_settings import (
+    INTERVALS,
+    build_schedule,
+    check_lrs,
+    check_momentum,
+    check_optimizers,
+    check_total_steps,
+    check_warmup,
+    pick,
 )
-from lightning_tune.schedules import OneCycle as _OneCycleSchedule
+from lightning_tune.schedules import Schedule, warmup_factor
 
-__all__ = ["CyclicLR", "LRSchedule", "OneCycle", "Warmup"]
-
-INTERVALS: tuple[str, ...] = ("step", "epoch")
-
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float))
+__all__ = ["INTERVALS", "LRSchedule"]
 
 
 class LRSchedule(pl.Callback):
     """Set every parameter group's LR from a warmup and a main schedule, each optimizer step.
 
-    For each group, ``lr = initial_lr * lr_scale * f(step)``: ``initial_lr`` is the group's
-    unscaled base LR (taken from its ``lr`` the first time it is seen if missing), ``lr_scale``
-    its multiplier (default 1.0; layer-wise LR decay), and ``f`` a pure function of the step
+    For each group, ``lr = peak * lr_scale * f(step)``: ``peak`` is the group's unscaled base
+    LR, its ``initial_lr`` (taken from its ``lr`` the first time it is seen if missing) unless
+    ``max_lr`` is given, ``lr_scale`` its multiplier (default 1.0; layer-wise LR decay), and
+    ``f`` a pure function of the step
     (:mod:`lightning_tune.schedules`): a warmup from ``warmup_start_factor`` (or
     ``warmup_start_lr``) to exactly 1.0, then the main schedule over the rest of the run.
     Groups added during the run (e.g. by :class:`~lightning_tune.callbacks.LayerFreezing`) are
@@ -43,11 +41,17 @@ class LRSchedule(pl.Callback):
     step. The run length comes from ``trainer.estimated_stepping_batches`` (gradient
     accumulation, ``max_steps`` and ``max_epochs`` respected) unless ``total_steps`` is given.
 
+    Floors: ``min_factor`` / ``end_factor`` are fractions of each group's peak; ``min_lr``
+    (alias ``eta_min``, torch, and ``lr_min``, timm) is an absolute LR, shared or one per group,
+    so ``lr = lr_scale * (min_lr + (peak - min_lr) * g(step))`` exactly like torch's schedulers
+    (which have no ``lr_scale``) and timm's (which scale the floor by ``lr_scale`` too).
+
     Differences from the references: the warmup is a prefix (timm's ``warmup_prefix=True``), so
     the peak is reached at step ``warmup`` and the main schedule runs over ``total - warmup``
     steps; timm's default ``warmup_prefix=False`` never reaches the peak. Cyclic and one-cycle
     schedules express ``base_lr``/``max_lr`` as multipliers of the group's peak LR (see
-    :class:`CyclicLR` and :class:`OneCycle` for torch's absolute arguments).
+    :class:`~lightning_tune.callbacks.CyclicLR` and :class:`~lightning_tune.callbacks.OneCycle`
+    for torch's absolute arguments, per group too).
 
     The LRs are logged as ``lr/<group name>`` (``lr/pg<i>`` for unnamed groups,
     ``lr/opt<k>/...`` with several optimizers) every ``trainer.log_every_n_steps`` steps, beside
@@ -65,14 +69,15 @@ class LRSchedule(pl.Callback):
             fraction of the run. 0 = no warmup.
         warmup_mode: ``"linear"``, ``"cosine"`` or ``"exponential"``.
         warmup_start_factor: the warmup starts at this fraction of the peak, in [0, 1]
-            (default 0.0; must be > 0 for ``exponential``).
+            (default 0.0; must be > 0 for ``exponential``); an error without a warmup.
         warmup_start_lr: or an absolute start LR (before ``lr_scale``, as timm's
-            ``warmup_lr_init``).
+            ``warmup_lr_init``); an error above a group's peak or without a warmup.
         warmup_unit: ``"step"`` or ``"epoch"`` for an int ``warmup`` (default: ``interval``).
         interval: ``"step"`` (update every optimizer step) or ``"epoch"``; schedule lengths such
             as ``step_size`` or ``period`` count in this unit.
         total_steps: run length in ``interval`` units (default: from the Trainer).
-        max_lr: if given, replaces every scheduled group's ``initial_lr`` (its peak).
+        max_lr: if given, the peak of every scheduled group (one float) or of each group (a
+            list, as torch's ``max_lr``) instead of its ``initial_lr`` (which is left as is).
         cycle_momentum: also cycle the momentum (SGD) or beta1 (Adam) like torch's ``CyclicLR``
             and ``OneCycleLR`` (only ``cyclic`` and ``one_cycle``).
         base_momentum: lowest momentum (default: torch's, 0.8 cyclic / 0.85 one-cycle).
@@ -107,102 +112,19 @@ class LRSchedule(pl.Callback):
         log_lr: bool = True,
         **schedule_kwargs: Any,
     ) -> None:
-        if isinstance(schedule, Schedule):
-            if schedule_kwargs:
-                raise TypeError(
-                    f"schedule arguments {sorted(schedule_kwargs)} are only accepted with a "
-                    f"schedule name; {schedule!r} is already configured"
-                )
-            self.schedule = schedule
-        else:
-            self.schedule = make_schedule(schedule, **schedule_kwargs)
-        if not _is_number(warmup):
-            raise TypeError(f"`warmup` must be an int or a float, but got warmup={warmup!r}")
-        if warmup < 0 or (isinstance(warmup, float) and not warmup < 1):
-            raise ValueError(
-                "`warmup` must be an int >= 0 (a length) or a float in (0, 1) (a fraction of "
-                f"the run), but got warmup={warmup!r}"
-            )
-        if warmup_mode not in WARMUP_MODES:
-            raise ValueError(
-                f"`warmup_mode` must be one of {list(WARMUP_MODES)}, but got {warmup_mode=!r}"
-            )
-        if warmup_start_factor is not None and warmup_start_lr is not None:
-            raise ValueError(
-                "give `warmup_start_factor` or `warmup_start_lr`, not both, but got "
-                f"{warmup_start_factor=!r} and {warmup_start_lr=!r}"
-            )
-        if warmup_start_factor is not None:
-            if not _is_number(warmup_start_factor):
-                raise TypeError(
-                    f"`warmup_start_factor` must be a number, but got {warmup_start_factor=!r}"
-                )
-            if not 0 <= warmup_start_factor <= 1:
-                raise ValueError(
-                    f"`warmup_start_factor` must be in [0, 1], but got {warmup_start_factor=!r}"
-                )
-        if warmup_start_lr is not None:
-            if not _is_number(warmup_start_lr):
-                raise TypeError(f"`warmup_start_lr` must be a number, but got {warmup_start_lr=!r}")
-            if warmup_start_lr < 0:
-                raise ValueError(f"`warmup_start_lr` must be >= 0, but got {warmup_start_lr=!r}")
-        start = warmup_start_lr if warmup_start_lr is not None else (warmup_start_factor or 0.0)
-        if warmup_mode == "exponential" and warmup and not start > 0:
-            raise ValueError(
-                "warmup_mode='exponential' multiplies up from a positive start: pass "
-                "`warmup_start_factor` > 0 (e.g. 0.01) or `warmup_start_lr` > 0, but got "
-                f"{warmup_start_factor=!r}, {warmup_start_lr=!r}"
-            )
-        if warmup_unit is not None and warmup_unit not in INTERVALS:
-            raise ValueError(
-                f"`warmup_unit` must be one of {list(INTERVALS)} or None, but got {warmup_unit=!r}"
-            )
-        if interval not in INTERVALS:
-            raise ValueError(f"`interval` must be one of {list(INTERVALS)}, but got {interval=!r}")
-        if interval == "epoch" and warmup_unit == "step":
-            raise ValueError(
-                "warmup_unit='step' needs interval='step' (an epoch-wise schedule changes the LR "
-                f"once per epoch), but got {interval=!r}"
-            )
-        if total_steps is not None:
-            if isinstance(total_steps, bool) or not isinstance(total_steps, int):
-                raise TypeError(f"`total_steps` must be an int or None, but got {total_steps=!r}")
-            if total_steps <= 0:
-                raise ValueError(f"`total_steps` must be > 0, but got {total_steps=!r}")
-        if max_lr is not None:
-            if not _is_number(max_lr):
-                raise TypeError(f"`max_lr` must be a number or None, but got {max_lr=!r}")
-            if not max_lr > 0:
-                raise ValueError(f"`max_lr` must be > 0, but got {max_lr=!r}")
-        if not isinstance(cycle_momentum, bool):
-            raise TypeError(f"`cycle_momentum` must be a bool, but got {cycle_momentum=!r}")
-        if cycle_momentum and not self.schedule.cycles_momentum:
-            raise ValueError(
-                "cycle_momentum=True needs a schedule that cycles the momentum ('cyclic' or "
-                f"'one_cycle'), but got schedule={type(self.schedule).__name__}"
-            )
-        default_base, default_max = self.schedule.default_momentum
-        base_momentum = default_base if base_momentum is None else base_momentum
-        max_momentum = default_max if max_momentum is None else max_momentum
-        for name, value in (("base_momentum", base_momentum), ("max_momentum", max_momentum)):
-            if not _is_number(value):
-                raise TypeError(f"`{name}` must be a number, but got {name}={value!r}")
-            if not 0 <= value < 1:
-                raise ValueError(f"`{name}` must be in [0, 1), but got {name}={value!r}")
-        if base_momentum > max_momentum:
-            raise ValueError(
-                f"`base_momentum` must be <= `max_momentum`, but got {base_momentum=} and "
-                f"{max_momentum=}"
-            )
-        if optimizers is not None:
-            optimizers = tuple(optimizers)
-            if not optimizers or not all(
-                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in optimizers
-            ):
-                raise ValueError(
-                    "`optimizers` must be None (all) or a non-empty list of optimizer indices "
-                    f"(ints >= 0), but got optimizers={optimizers!r}"
-                )
+        self.schedule = build_schedule(schedule, schedule_kwargs)
+        check_warmup(
+            warmup, warmup_mode, warmup_start_factor, warmup_start_lr, warmup_unit, interval
+        )
+        total_steps = check_total_steps(total_steps)
+        max_lr = check_lrs("max_lr", max_lr)
+        base_momentum, max_momentum = check_momentum(
+            self.schedule, cycle_momentum, base_momentum, max_momentum
+        )
+        optimizers = check_optimizers(optimizers)
+        if warmup_start_lr is not None and max_lr is not None:
+            for j, peak in enumerate(max_lr if isinstance(max_lr, tuple) else (max_lr,)):
+                self._check_start_lr(float(warmup_start_lr), peak, j)
         self.warmup = warmup
         self.warmup_mode = warmup_mode
         self.warmup_start_factor = float(warmup_start_factor or 0.0)
@@ -210,17 +132,31 @@ class LRSchedule(pl.Callback):
         self.warmup_unit = warmup_unit or interval
         self.interval = interval
         self.total_steps = total_steps
-        self.max_lr = None if max_lr is None else float(max_lr)
+        self.max_lr = max_lr
         self.cycle_momentum = cycle_momentum
         self.base_momentum = float(base_momentum)
         self.max_momentum = float(max_momentum)
         self.optimizers = optimizers
         self.log_lr = log_lr
 
-        # Run-time state, set in on_fit_start / on_train_start.
+        self._reset_run_state()
+        # Lightning reads state_key around every hook call of every step: build it once.
+        self._state_key = self._generate_state_key(
+            schedule=repr(self.schedule).replace(", min_lr=None", ""),
+            warmup=self.warmup,
+            interval=self.interval,
+            optimizers=self.optimizers,
+        )
+
+    def _reset_run_state(self) -> None:
+        """Run-time state, set in on_fit_start / on_train_start."""
         self._targets: list[tuple[int, torch.optim.Optimizer]] = []
         self._starts: dict[int, list[int]] = {}
         self._names: dict[int, list[str]] = {}
+        # per optimizer and group: (peak LR, the schedule with that group's absolute floor)
+        self._plans: dict[int, list[tuple[float, Schedule]]] = {}
+        per_group = isinstance(self.max_lr, tuple) or getattr(self.schedule, "min_lr", None)
+        self._uniform = not per_group
         self._loaded: dict[int, list[tuple[str | None, int]]] | None = None
         self._warmup_steps = 0
         self._main_total: int | None = None
@@ -229,13 +165,6 @@ class LRSchedule(pl.Callback):
         self._applied_step = -1  # the step (and epoch) whose LRs are in the groups now
         self._own_warmup_until = 0  # groups' own warmups ("warmup_steps") end before this step
         self._applied_epoch = -1
-        # Lightning reads state_key around every hook call of every step: build it once.
-        self._state_key = self._generate_state_key(
-            schedule=repr(self.schedule),
-            warmup=self.warmup,
-            interval=self.interval,
-            optimizers=self.optimizers,
-        )
 
     # ----------------------------------------------------------------------- pure API
     def lengths(
@@ -291,8 +220,12 @@ class LRSchedule(pl.Callback):
         warmup_steps: int,
         main_total: int | None,
         start_factor: float | None = None,
+        schedule: Schedule | None = None,
     ) -> float:
         """The LR multiplier at ``step`` (in ``interval`` units) for the given lengths.
+
+        ``schedule`` is the main schedule of one param group (default: the callback's; a
+        schedule with an absolute ``min_lr`` needs ``schedule.for_group(peak)``).
 
         Example:
             >>> LRSchedule("linear", warmup=2).factor(3, 2, 4)
@@ -301,13 +234,13 @@ class LRSchedule(pl.Callback):
         if step < warmup_steps:
             start = self.warmup_start_factor if start_factor is None else start_factor
             return warmup_factor(step, warmup_steps, start, self.warmup_mode)
-        return self.schedule(step - warmup_steps, main_total)
+        return (schedule or self.schedule)(step - warmup_steps, main_total)
 
     def momentum(self, step: int, warmup_steps: int, main_total: int | None) -> float:
         """The cycled momentum at ``step`` (held at its start value during the warmup).
 
         Example:
-            >>> CyclicLR(step_size_up=2).momentum(2, 0, None)
+            >>> LRSchedule("cyclic", step_size_up=2, cycle_momentum=True).momentum(2, 0, None)
             0.8
         """
         return self.schedule.momentum(
@@ -315,20 +248,50 @@ class LRSchedule(pl.Callback):
         )
 
     def preview(
-        self, total_steps: int, lr: float = 1.0, steps_per_epoch: int | None = None
+        self,
+        total_steps: int,
+        lr: float = 1.0,
+        steps_per_epoch: int | None = None,
+        group: int = 0,
     ) -> list[float]:
-        """The LR at every step ``0 .. total_steps - 1`` of a group whose peak LR is ``lr``.
+        """The LR at every step ``0 .. total_steps - 1`` of param group ``group`` whose peak
+        LR is ``lr`` (or ``max_lr``), before its ``lr_scale``.
 
         Uses the same code as training, so what you see is what the optimizer gets.
 
         Example:
-            >>> Warmup(2).preview(4, lr=0.1)
+            >>> LRSchedule("constant", warmup=2).preview(4, lr=0.1)
             [0.0, 0.05, 0.1, 0.1]
+            >>> [round(x, 4) for x in LRSchedule("linear", min_lr=0.02).preview(3, lr=0.1)]
+            [0.1, 0.0733, 0.0467]
         """
         warmup, main_total = self.lengths(total_steps, steps_per_epoch)
-        peak = self.max_lr if self.max_lr is not None else lr
-        start = self.warmup_start_lr / peak if self.warmup_start_lr is not None else None
-        return [peak * self.factor(t, warmup, main_total, start) for t in range(total_steps)]
+        peak, schedule = self._plan_for(lr, group)
+        start = self._start_factor(peak)
+        return [
+            peak * self.factor(t, warmup, main_total, start, schedule) for t in range(total_steps)
+        ]
+
+    def _plan_for(self, initial_lr: float, index: int) -> tuple[float, Schedule]:
+        """(peak LR, main schedule) of param group ``index`` whose ``initial_lr`` is given."""
+        peak = float(initial_lr) if self.max_lr is None else pick(self.max_lr, "max_lr", index)
+        if self.warmup_start_lr is not None:
+            self._check_start_lr(self.warmup_start_lr, peak, index)
+        return peak, self.schedule.for_group(peak, index)
+
+    def _start_factor(self, peak: float) -> float | None:
+        if self.warmup_start_lr is None:
+            return None
+        return self.warmup_start_lr / peak if peak else 0.0
+
+    @staticmethod
+    def _check_start_lr(start_lr: float, peak: float, index: int) -> None:
+        if start_lr > peak:
+            raise ValueError(
+                f"`warmup_start_lr={start_lr!r}` is above the peak LR of param group {index} "
+                f"({peak!r}), so the warmup would decay: lower `warmup_start_lr` (or use "
+                "`warmup_start_factor`, a fraction of each group's peak)"
+            )
 
     @property
     def state_key(self) -> str:
@@ -416,7 +379,7 @@ class LRSchedule(pl.Callback):
         self._warmup_steps, self._main_total = self.lengths(total, per_epoch)
         step = self._step(trainer)
         loaded = self._loaded or {}
-        self._starts, self._names = {}, {}
+        self._starts, self._names, self._plans = {}, {}, {}
         self._own_warmup_until = 0
         for i, opt in self._targets:
             groups = opt.param_groups
@@ -435,6 +398,7 @@ class LRSchedule(pl.Callback):
                     )
             self._starts[i] = [start for _name, start in saved]
             self._names[i] = []
+            self._plans[i] = []
             self._register(i, groups, step)
         self._loaded = None
         self._applied_step = -1
@@ -507,12 +471,10 @@ class LRSchedule(pl.Callback):
         return [g.get("name") for g in opt.param_groups[: len(self._starts[i])]]
 
     def _register(self, i: int, groups: list[dict[str, Any]], step: int) -> None:
-        starts, names = self._starts[i], self._names[i]
+        starts, names, plans = self._starts[i], self._names[i], self._plans[i]
         prefix = f"opt{i}/" if len(self._targets) > 1 else ""
         for j in range(len(starts), len(groups)):
             group = groups[j]
-            if self.max_lr is not None:
-                group["initial_lr"] = self.max_lr
             group.setdefault("initial_lr", group["lr"])
             warm = group.get("warmup_steps", 0)
             if isinstance(warm, bool) or not isinstance(warm, int) or warm < 0:
@@ -521,6 +483,13 @@ class LRSchedule(pl.Callback):
                     f"warmup_steps={warm!r}; it must be an int >= 0 (optimizer steps)"
                 )
             starts.append(step)
+        for j in range(len(plans), len(groups)):
+            try:
+                plans.append(self._plan_for(groups[j]["initial_lr"], j))
+            except ValueError as err:
+                raise ValueError(
+                    f"param group {groups[j].get('name', j)!r} of optimizer {i}: {err}"
+                ) from None
         for group, start in zip(groups, starts):
             warm = group.get("warmup_steps") or 0
             self._own_warmup_until = max(self._own_warmup_until, start + warm)
@@ -534,38 +503,26 @@ class LRSchedule(pl.Callback):
         t = step if self.interval == "step" else epoch
         warmup, main_total = self._warmup_steps, self._main_total
         in_warmup = t < warmup
-        shared = 1.0 if in_warmup else self.schedule(t - warmup, main_total)
         momentum = self.momentum(t, warmup, main_total) if self.cycle_momentum else None
-        if not in_warmup and momentum is None and step >= self._own_warmup_until:
-            # the common case: one multiplier for every group, a few float writes
-            for i, opt in self._targets:
-                groups = opt.param_groups
-                if len(groups) != len(self._starts[i]):
-                    self._register(i, groups, step)
-                for group in groups:
-                    group["lr"] = group["initial_lr"] * group.get("lr_scale", 1.0) * shared
-            if step >= self._own_warmup_until:
-                return
-        start_lr = self.warmup_start_lr
+        for i, opt in self._targets:
+            if len(opt.param_groups) != len(self._starts[i]):
+                self._register(i, opt.param_groups, step)
+        # the common case: one multiplier for every group, a few float writes
+        uniform = self._uniform and not in_warmup and momentum is None
+        uniform = uniform and step >= self._own_warmup_until
+        shared = self.schedule(t - warmup, main_total) if uniform else None
         for i, opt in self._targets:
             groups = opt.param_groups
-            starts = self._starts[i]
-            if len(groups) != len(starts):
-                self._register(i, groups, step)
-            for group, start in zip(groups, starts):
-                base = group["initial_lr"]
-                f = shared
-                if in_warmup:
-                    f = self.factor(
-                        t,
-                        warmup,
-                        main_total,
-                        None if start_lr is None or not base else start_lr / base,
-                    )
+            if shared is not None:
+                for group, (peak, _) in zip(groups, self._plans[i]):
+                    group["lr"] = peak * group.get("lr_scale", 1.0) * shared
+                continue
+            for group, start, (peak, schedule) in zip(groups, self._starts[i], self._plans[i]):
+                f = self.factor(t, warmup, main_total, self._start_factor(peak), schedule)
                 own = group.get("warmup_steps")
                 if own and step - start < own:
                     f *= warmup_factor(step - start, own, group.get("warmup_start_factor", 0.0))
-                group["lr"] = base * group.get("lr_scale", 1.0) * f
+                group["lr"] = peak * group.get("lr_scale", 1.0) * f
                 if momentum is not None:
                     if "betas" in group:
                         group["betas"] = (momentum, *group["betas"][1:])
@@ -583,138 +540,3 @@ class LRSchedule(pl.Callback):
                     )
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
-
-
-class Warmup(LRSchedule):
-    """A warmup to the peak LR, then constant: ``LRSchedule("constant", warmup, ...)``.
-
-    Example:
-        >>> Warmup(4, warmup_start_factor=0.2).preview(6, lr=1.0)
-        [0.2, 0.4, 0.6000000000000001, 0.8, 1.0, 1.0]
-    """
-
-    def __init__(self, warmup: int | float, **kwargs: Any) -> None:
-        super().__init__("constant", warmup, **kwargs)
-
-
-class CyclicLR(LRSchedule):
-    """Smith's cyclical LR with torch's ``CyclicLR`` arguments (momentum cycled by default).
-
-    With ``base_lr`` and ``max_lr`` every scheduled group cycles between them (times its
-    ``lr_scale``), as in torch; without them, between ``base_factor`` times the group's own
-    ``initial_lr`` and that ``initial_lr``.
-
-    Args:
-        base_lr: lower LR (with ``max_lr``).
-        max_lr: upper LR, >= ``base_lr``.
-        step_size_up: steps from base to peak.
-        step_size_down: steps from peak to base (default ``step_size_up``).
-        mode: ``"triangular"``, ``"triangular2"`` or ``"exp_range"``.
-        gamma: ``exp_range`` decay per step.
-        base_factor: lower bound as a fraction of the peak when ``base_lr`` is not given.
-        cycle_momentum: cycle momentum / beta1 between ``base_momentum`` and ``max_momentum``.
-        base_momentum: torch's default 0.8.
-        max_momentum: torch's default 0.9.
-        **kwargs: other :class:`LRSchedule` arguments (``warmup``, ``optimizers``, ...).
-
-    Example:
-        >>> [round(lr, 6) for lr in CyclicLR(base_lr=0.1, max_lr=0.5, step_size_up=2).preview(5)]
-        [0.1, 0.3, 0.5, 0.3, 0.1]
-    """
-
-    def __init__(
-        self,
-        base_lr: float | None = None,
-        max_lr: float | None = None,
-        step_size_up: int = 2000,
-        step_size_down: int | None = None,
-        mode: Literal["triangular", "triangular2", "exp_range"] = "triangular",
-        gamma: float = 1.0,
-        base_factor: float = 0.1,
-        cycle_momentum: bool = True,
-        base_momentum: float = 0.8,
-        max_momentum: float = 0.9,
-        **kwargs: Any,
-    ) -> None:
-        if (base_lr is None) != (max_lr is None):
-            raise ValueError(
-                f"give both `base_lr` and `max_lr` (or neither), but got {base_lr=!r}, {max_lr=!r}"
-            )
-        if base_lr is not None and max_lr is not None:
-            for name, value in (("base_lr", base_lr), ("max_lr", max_lr)):
-                if not _is_number(value):
-                    raise TypeError(f"`{name}` must be a number, but got {name}={value!r}")
-                if value < 0:
-                    raise ValueError(f"`{name}` must be >= 0, but got {name}={value!r}")
-            if not max_lr >= base_lr or max_lr == 0:
-                raise ValueError(
-                    f"`max_lr` must be > 0 and >= `base_lr`, but got {max_lr=!r} < {base_lr=!r}: "
-                    "swap them"
-                )
-            base_factor = base_lr / max_lr
-        schedule = Cyclic(
-            step_size_up=step_size_up,
-            step_size_down=step_size_down,
-            mode=mode,
-            gamma=gamma,
-            base_factor=base_factor,
-        )
-        super().__init__(
-            schedule,
-            max_lr=max_lr,
-            cycle_momentum=cycle_momentum,
-            base_momentum=base_momentum,
-            max_momentum=max_momentum,
-            **kwargs,
-        )
-
-
-class OneCycle(LRSchedule):
-    """The one-cycle policy with torch's ``OneCycleLR`` arguments (momentum cycled by default).
-
-    Args:
-        max_lr: the peak LR of every scheduled group (default: each group's ``initial_lr``).
-        pct_start: fraction of the run going up.
-        div_factor: start LR = ``max_lr / div_factor``.
-        final_div_factor: last LR = start LR / ``final_div_factor``.
-        three_phase: torch's three-phase variant.
-        anneal: ``"cos"`` or ``"linear"`` (torch's ``anneal_strategy``).
-        cycle_momentum: cycle momentum / beta1 between ``base_momentum`` and ``max_momentum``.
-        base_momentum: torch's default 0.85.
-        max_momentum: torch's default 0.95.
-        **kwargs: other :class:`LRSchedule` arguments (``total_steps``, ``optimizers``, ...).
-
-    Example:
-        >>> lrs = OneCycle(max_lr=1.0, pct_start=0.5, div_factor=10).preview(5)
-        >>> [round(lr, 4) for lr in lrs]
-        [0.1, 0.775, 0.9045, 0.3455, 0.0]
-    """
-
-    def __init__(
-        self,
-        max_lr: float | None = None,
-        pct_start: float = 0.3,
-        div_factor: float = 25.0,
-        final_div_factor: float = 1e4,
-        three_phase: bool = False,
-        anneal: Literal["cos", "linear"] = "cos",
-        cycle_momentum: bool = True,
-        base_momentum: float = 0.85,
-        max_momentum: float = 0.95,
-        **kwargs: Any,
-    ) -> None:
-        schedule = _OneCycleSchedule(
-            pct_start=pct_start,
-            div_factor=div_factor,
-            final_div_factor=final_div_factor,
-            three_phase=three_phase,
-            anneal=anneal,
-        )
-        super().__init__(
-            schedule,
-            max_lr=max_lr,
-            cycle_momentum=cycle_momentum,
-            base_momentum=base_momentum,
-            max_momentum=max_momentum,
-            **kwargs,
-        )

@@ -143,6 +143,44 @@ def test_each_update_uses_the_previewed_lr_times_each_groups_scale(trainer_kwarg
     assert max(row[1][0] for row in recorder.rows) == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize(
+    "make_callback",
+    [
+        lambda: LRSchedule("cosine", warmup=3, warmup_start_lr=0.01, eta_min=0.02),
+        lambda: LRSchedule("linear", min_lr=[0.05, 0.1]),
+        lambda: CyclicLR(base_lr=[0.01, 0.02], max_lr=[0.08, 0.3], step_size_up=2),
+        lambda: OneCycle(max_lr=[0.5, 0.25]),
+    ],
+    ids=["shared-floor", "per-group-floor", "cyclic-lists", "one-cycle-list"],
+)
+def test_absolute_floors_and_per_group_bounds_drive_each_group(trainer_kwargs, make_callback):
+    callback = make_callback()
+    trainer, recorder = _fit(trainer_kwargs, [callback])
+    total = 3 * BATCHES
+    # a/weight: initial_lr 0.1, scale 1; a/bias: initial_lr 0.2 (from its lr), scale 0.25
+    expected = [callback.preview(total, lr=lr, group=j) for j, lr in enumerate((0.1, 0.2))]
+    assert [row[1] for row in recorder.rows] == [(a, 0.25 * b) for a, b in zip(*expected)]
+    groups = trainer.optimizers[0].param_groups
+    assert [g["initial_lr"] for g in groups] == [0.1, 0.2]  # never overwritten
+
+
+def test_warmup_start_lr_above_a_groups_peak_fails_naming_the_group(trainer_kwargs):
+    with pytest.raises(
+        ValueError, match=r"param group 'a/weight'.*`warmup_start_lr=0.15` is above"
+    ):
+        _fit(trainer_kwargs, [LRSchedule("cosine", warmup=2, warmup_start_lr=0.15)])
+    with pytest.raises(ValueError, match=r"`warmup_start_lr=0.2` is above the peak LR"):
+        LRSchedule("cosine", warmup=2, warmup_start_lr=0.2, max_lr=0.1)
+    with pytest.raises(ValueError, match=r"param group 'a/bias'.*`min_lr=0.3` must be <= the peak"):
+        _fit(trainer_kwargs, [LRSchedule("cosine", min_lr=[0.01, 0.3])])
+
+
+@pytest.mark.parametrize("name", ["warmup_start_factor", "warmup_start_lr"])
+def test_a_warmup_start_without_a_warmup_is_refused(name):
+    with pytest.raises(ValueError, match=rf"`{name}=0.1` is where a warmup starts, but warmup=0"):
+        LRSchedule("cosine", warmup=0, **{name: 0.1})
+
+
 def test_max_steps_sets_the_run_length(trainer_kwargs):
     callback = LRSchedule("linear", warmup=2)
     trainer, recorder = _fit(trainer_kwargs, [callback], max_steps=10, max_epochs=-1)
@@ -418,12 +456,16 @@ def test_infinite_run_with_a_schedule_that_needs_no_length(trainer_kwargs):
             r"`warmup_mode` must be one of \['linear', 'cosine', 'exponential'\]",
         ),
         ({"warmup": 3, "warmup_mode": "exponential"}, ValueError, "warmup_start_factor` > 0"),
-        ({"warmup_start_factor": -0.1}, ValueError, r"`warmup_start_factor` must be in \[0, 1\]"),
+        (
+            {"warmup_start_factor": -0.1},
+            ValueError,
+            r"`warmup_start_factor` must be a number >= 0 and <= 1",
+        ),
         ({"warmup_start_factor": 0.1, "warmup_start_lr": 1e-4}, ValueError, "not both"),
         ({"interval": "batch"}, ValueError, r"`interval` must be one of \['step', 'epoch'\]"),
-        ({"total_steps": 0}, ValueError, "`total_steps` must be > 0"),
+        ({"total_steps": 0}, ValueError, "`total_steps` must be an int >= 1"),
         ({"total_steps": 10.0}, TypeError, "`total_steps` must be an int"),
-        ({"max_lr": -1.0}, ValueError, "`max_lr` must be > 0"),
+        ({"max_lr": -1.0}, ValueError, "`max_lr` must be a number > 0"),
         (
             {"cycle_momentum": True},
             ValueError,
