@@ -258,7 +258,7 @@ def finetune_run(run: dict, weights: str) -> dict:
         # per-layer param groups, so that a callback can scale the head's LR alone
         layer_decay=1.0 if run["arm"].endswith("_h10") else None,
     )
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     t = trainer(run["epochs"], callbacks_for(run, module, data))
     t.fit(module, datamodule=data)
     acc = float(t.test(module, datamodule=data, verbose=False)[0]["test_acc"])
@@ -267,6 +267,7 @@ def finetune_run(run: dict, weights: str) -> dict:
         **run,
         "acc": acc,
         "seconds": round(time.perf_counter() - start, 2),
+        "cpu_seconds": round(time.process_time() - cpu, 2),
         "train_images": sizes["train"],
         "steps": t.global_step,
     }
@@ -287,13 +288,15 @@ def _key(run: dict) -> tuple:
 def planned_runs(
     arms: Iterable[str], seeds: int, selected: list[Base], lrs: Iterable[float] = LRS
 ) -> list[dict]:
-    """Arm by arm, seed by seed: an interrupted grid has whole arms over every base."""
+    """Seed by seed, then arm by arm (in the order given), the longest runs first: an
+    interrupted grid has whole seeds of the first arms, where the arms differ most."""
     runs = []
-    for arm in arms:
-        # preset_auto chooses its own LR: one run per base and seed (lr=None).
-        arm_lrs: tuple[float | None, ...] = (None,) if arm == "preset_auto" else tuple(lrs)
-        for seed in range(seeds):
-            for base in selected:
+    by_length = sorted(selected, key=lambda b: -b.epochs * b.labels / b.batch)
+    for seed in range(seeds):
+        for arm in arms:
+            # preset_auto chooses its own LR: one run per base and seed (lr=None).
+            arm_lrs: tuple[float | None, ...] = (None,) if arm == "preset_auto" else tuple(lrs)
+            for base in by_length:
                 for lr in arm_lrs:
                     runs.append({**asdict(base), "lr": lr, "arm": arm, "seed": seed})
     return runs
