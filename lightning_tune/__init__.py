@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lightning_tune import callbacks
+from lightning_tune import callbacks, recipes
 from lightning_tune.callbacks import *  # noqa: F403
 from lightning_tune.data import DigitsDataModule
 from lightning_tune.models import TimmClassifier
@@ -23,5 +23,6 @@ __all__ = [
     "create_model",
     "layer_groups",
     "load_weights_file",
+    "recipes",
     *callbacks.__all__,
 ]

@@ -56,6 +56,7 @@ __all__ = [
     "OneCycle",
     "Polynomial",
     "Schedule",
+    "StableDecay",
     "Step",
     "make_schedule",
     "schedule_factor",
@@ -171,6 +172,45 @@ class Linear(Schedule):
         self._relative()
         total = _need_total(self, total)
         return 1.0 - (1.0 - self.end_factor) * min(step, total) / total
+
+
+@dataclass(frozen=True)
+class StableDecay(Schedule):
+    """Flat at the peak, then half a cosine down to ``min_factor`` over the last ``decay`` part.
+
+    After a warmup this is the warmup-stable-decay ("WSD", trapezoidal) shape: the run keeps
+    the peak LR for most of its length, as a constant LR does, and still ends annealed. With
+    ``decay=1.0`` it is :class:`Cosine`.
+
+    Args:
+        decay: fraction of the schedule spent decaying, in (0, 1].
+        min_factor: the last multiplier, in [0, 1].
+
+    Example:
+        >>> [round(StableDecay(decay=0.5)(t, 8), 3) for t in range(9)]
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.854, 0.5, 0.146, 0.0]
+    """
+
+    decay: float = 0.2
+    min_factor: float = 0.0
+    needs_total: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _in_range("decay", self.decay, 0.0, 1.0, "in (0, 1]")
+        if self.decay == 0:
+            raise ValueError(f"`decay` must be in (0, 1], but got decay={self.decay!r}")
+        _in_range("min_factor", self.min_factor, 0.0, 1.0, "in [0, 1]")
+
+    def __call__(self, step: float, total: int | None = None) -> float:
+        total = _need_total(self, total)
+        length = self.decay * total
+        start = total - length
+        if step <= start:
+            return 1.0
+        progress = min(step - start, length) / length
+        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (
+            1.0 + math.cos(math.pi * progress)
+        )
 
 
 @dataclass(frozen=True)
@@ -541,6 +581,7 @@ SCHEDULES: dict[str, type[Schedule]] = {
     "constant": Constant,
     "cosine": Cosine,
     "linear": Linear,
+    "stable_decay": StableDecay,
     "polynomial": Polynomial,
     "exponential": Exponential,
     "step": Step,

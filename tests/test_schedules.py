@@ -21,6 +21,7 @@ from lightning_tune.schedules import (
     Linear,
     MultiStep,
     Polynomial,
+    StableDecay,
     Step,
     make_schedule,
     schedule_factor,
@@ -96,6 +97,10 @@ def test_warmup_of_one_step_does_not_divide_by_zero():
         (Step(step_size=3, gamma=0.5), 3, None, 0.5),
         (MultiStep(milestones=(2, 5), gamma=0.1), 4, None, 0.1),
         (MultiStep(milestones=(2, 5), gamma=0.1), 5, None, 0.01),
+        (StableDecay(decay=0.2), 8, 10, 1.0),
+        (StableDecay(decay=0.2), 9, 10, 0.5),
+        (StableDecay(decay=0.2), 10, 10, 0.0),
+        (StableDecay(decay=0.5, min_factor=0.2), 12, 10, 0.2),
     ],
 )
 def test_closed_forms(schedule, step, total, expected):
@@ -117,6 +122,13 @@ def test_restart_cycles_are_found_exactly_at_boundaries():
     for i, start in enumerate(boundaries[1:25], start=1):
         assert restarts.cycle(math.ceil(start + 1e-9))[0] == i
         assert restarts.cycle(math.floor(start - 1e-9))[0] == i - 1
+
+
+def test_stable_decay_of_the_whole_run_is_the_cosine():
+    for t in range(11):
+        assert StableDecay(decay=1.0, min_factor=0.1)(t, 10) == pytest.approx(
+            Cosine(min_factor=0.1)(t, 10)
+        )
 
 
 def test_needs_total_raises_with_the_fix():
@@ -171,6 +183,9 @@ def test_needs_total_raises_with_the_fix():
         ),
         (lambda: OneCycleSchedule(div_factor=-2), ValueError, "`div_factor` must be >= 1"),
         (lambda: Polynomial(power=0), ValueError, "`power` must be > 0"),
+        (lambda: StableDecay(decay=0), ValueError, r"`decay` must be in \(0, 1\], but got decay=0"),
+        (lambda: StableDecay(decay=1.5), ValueError, r"`decay` must be in \(0, 1\]"),
+        (lambda: StableDecay(min_factor=2), ValueError, r"`min_factor` must be in \[0, 1\]"),
     ],
 )
 def test_bad_arguments(factory, error, match):

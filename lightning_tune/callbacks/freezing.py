@@ -17,6 +17,7 @@ from torch import nn
 from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
+from lightning_tune.callbacks._milestones import Unit, check_moment, describe, run_length, to_steps
 from lightning_tune.callbacks.lr_schedule import LRSchedule
 from lightning_tune.timm_utils import find_timm_model, finetuning_groups
 
@@ -51,9 +52,9 @@ class LayerFreezing(Callback):
 
     ============================  =================================================================
     ``"gradual"``                 head only, then ``groups_per_step`` more groups top-down at
-                                  ``unfreeze_at_epoch``, every ``unfreeze_every`` epochs, or at the
-                                  explicit epochs in ``milestones``
-    ``"freeze_then_unfreeze"``    head only until ``unfreeze_at_epoch``, then everything
+                                  ``unfreeze_at``, every ``unfreeze_every``, or at the explicit
+                                  moments in ``milestones``
+    ``"freeze_then_unfreeze"``    head only until ``unfreeze_at``, then everything
     ``"none"``                    everything trains from the start (only discriminative LRs;
                                   with ``keep_frozen`` the bottom layers stay frozen)
     ============================  =================================================================
@@ -76,6 +77,14 @@ class LayerFreezing(Callback):
     change checks, by checksum, that frozen weights (and frozen BatchNorm statistics) did not
     move, and raises ``RuntimeError`` if they did.
 
+    **When**: ``unfreeze_at``, ``unfreeze_every`` and ``milestones`` count epochs by default
+    (``unit="epoch"``), optimizer steps with ``unit="step"``, and a float in [0, 1) is a
+    fraction of the run's optimizer steps (``trainer.estimated_stepping_batches``), so a run of
+    30 steps and one of 3,000 get the same shape: with 31 images and batch 32 an epoch is one
+    step, and ``unfreeze_at_epoch=10`` would freeze a third of a 30-epoch run. Steps and
+    fractions are applied at the optimizer step they fall on, epochs at the start of their
+    epoch; :meth:`describe_schedule` shows both. ``warmup_steps`` may be a fraction too.
+
     The state (unfrozen groups, the optimizer's groups by parameter name) is saved in
     checkpoints: resuming rebuilds exactly the same frozen set and param groups before Lightning
     loads the optimizer state, so a resumed run equals the uninterrupted one. Parameters that were
@@ -84,14 +93,17 @@ class LayerFreezing(Callback):
     Args:
         strategy: one of ``"gradual"``, ``"freeze_then_unfreeze"``, ``"none"``.
         unfreeze_at_epoch: epoch of the first unfreeze (default 1); not with ``"none"``.
-        unfreeze_every: ``"gradual"``: epochs between unfreezes (default 1).
+        unfreeze_every: ``"gradual"``: ``unit``s (or a fraction of the run) between unfreezes
+            (default 1).
         groups_per_step: ``"gradual"``: groups unfrozen at each step (default 1).
-        milestones: ``"gradual"``: explicit, increasing epochs of the unfreeze steps instead of
-            ``unfreeze_at_epoch``/``unfreeze_every``; groups beyond the last step stay frozen.
+        milestones: ``"gradual"``: explicit, increasing moments (``unit``s, or fractions of the
+            run) of the unfreeze steps instead of ``unfreeze_at``/``unfreeze_every``; groups
+            beyond the last step stay frozen.
         keep_frozen: number of bottom groups frozen for the whole run.
         lr_decay: layer-wise LR decay in (0, 1]; 1 gives every group the same LR.
-        warmup_steps: optimizer steps of linear warmup for each newly unfrozen group (driven by
-            ``LRSchedule`` through the group key ``"warmup_steps"``).
+        warmup_steps: optimizer steps (or a float fraction of the run) of linear warmup for each
+            newly unfrozen group (driven by ``LRSchedule`` through the group key
+            ``"warmup_steps"``).
         train_bn: keep BatchNorm layers of frozen groups training.
         coarse: timm grouping by stage (True) or by block (False).
         groups: explicit groups for non-timm models (each a module name, a regex over parameter
@@ -101,6 +113,9 @@ class LayerFreezing(Callback):
         lr: base LR of added groups; default the ``initial_lr`` of the group holding the head.
         weight_decay: weight decay of added groups; default the largest of the optimizer's groups.
         verify_frozen: check after a step that frozen tensors did not change.
+        unfreeze_at: the first unfreeze, in ``unit``s or as a fraction of the run (the general
+            form of ``unfreeze_at_epoch``; default 1 ``unit``).
+        unit: ``"epoch"`` or ``"step"`` (optimizer steps), for int moments.
 
     Example:
         >>> from lightning_tune import TimmClassifier
@@ -122,12 +137,14 @@ class LayerFreezing(Callback):
         strategy: Strategy = "gradual",
         *,
         unfreeze_at_epoch: int | None = None,
-        unfreeze_every: int = 1,
+        unfreeze_every: int | float = 1,
         groups_per_step: int = 1,
-        milestones: Sequence[int] | None = None,
+        milestones: Sequence[int | float] | None = None,
         keep_frozen: int = 0,
         lr_decay: float = 1.0,
-        warmup_steps: int = 0,
+        warmup_steps: int | float = 0,
+        unfreeze_at: int | float | None = None,
+        unit: Unit = "epoch",
         train_bn: bool = False,
         coarse: bool = True,
         groups: Sequence[str | Sequence[str]] | None = None,
@@ -139,6 +156,18 @@ class LayerFreezing(Callback):
         super().__init__()
         if strategy not in STRATEGIES:
             raise ValueError(f"`strategy` must be one of {list(STRATEGIES)}, but got {strategy=!r}")
+        if unfreeze_at is not None and unfreeze_at_epoch is not None:
+            raise ValueError(
+                "pass either `unfreeze_at` (in `unit`s or a fraction of the run) or "
+                f"`unfreeze_at_epoch`, not both, but got {unfreeze_at=}, {unfreeze_at_epoch=}"
+            )
+        if unfreeze_at_epoch is not None:
+            if unit != "epoch":
+                raise ValueError(
+                    f"`unfreeze_at_epoch` counts epochs, but got {unit=!r}: use `unfreeze_at`"
+                )
+            _int("unfreeze_at_epoch", unfreeze_at_epoch, 0)
+        unfreeze_at_epoch = unfreeze_at if unfreeze_at is not None else unfreeze_at_epoch
         if strategy == "none" and (unfreeze_at_epoch is not None or milestones is not None):
             raise ValueError(
                 "`strategy='none'` trains every group from the start; `unfreeze_at_epoch` and "
@@ -157,19 +186,26 @@ class LayerFreezing(Callback):
                     f"{milestones=}, {unfreeze_at_epoch=}"
                 )
             if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
-                raise TypeError(f"`milestones` must be a list of ints, but got {milestones!r}")
-            milestones = [_int("milestones", m, 0) for m in milestones]
-            if not milestones or any(b <= a for a, b in itertools.pairwise(milestones)):
+                raise TypeError(
+                    f"`milestones` must be a list of ints or fractions, but got {milestones!r}"
+                )
+            milestones = [check_moment("milestones", m, unit) for m in milestones]
+            kinds = {isinstance(m, float) for m in milestones}
+            if (
+                not milestones
+                or len(kinds) > 1
+                or any(b <= a for a, b in itertools.pairwise(milestones))
+            ):
                 raise ValueError(
-                    f"`milestones` must be a non-empty, strictly increasing list of epochs >= 0, "
-                    f"but got {milestones=}"
+                    f"`milestones` must be a non-empty, strictly increasing list of {unit}s >= 0 "
+                    f"or of fractions of the run (not both), but got {milestones=}"
                 )
         if unfreeze_at_epoch is not None:
-            _int("unfreeze_at_epoch", unfreeze_at_epoch, 0)
-        _int("unfreeze_every", unfreeze_every, 1)
+            check_moment("unfreeze_at", unfreeze_at_epoch, unit)
+        check_moment("unfreeze_every", unfreeze_every, unit, minimum=1)
         _int("groups_per_step", groups_per_step, 1)
         _int("keep_frozen", keep_frozen, 0)
-        _int("warmup_steps", warmup_steps, 0)
+        check_moment("warmup_steps", warmup_steps, "step")
         if isinstance(lr_decay, bool) or not isinstance(lr_decay, (int, float)):
             raise TypeError(f"`lr_decay` must be a float, but got {lr_decay=!r}")
         if not 0 < lr_decay <= 1:
@@ -213,8 +249,19 @@ class LayerFreezing(Callback):
             1 if unfreeze_at_epoch is None and strategy != "none" else unfreeze_at_epoch
         )
         self.unfreeze_every = unfreeze_every
+        self.unit: str = unit
+        # Milestones in steps or fractions are applied at the step they fall on, epochs at the
+        # start of their epoch (as before); both are resolved to steps when training starts.
+        self.by_step = unit == "step" or any(
+            isinstance(v, float) for v in (unfreeze_at_epoch, unfreeze_every, *(milestones or ()))
+        )
+        self._lengths: tuple[int | None, int | None] = (None, None)  # run steps, steps/epoch
+        self._resolved: tuple[Any, list[tuple[int, list[int]]]] | None = None
+        self._warmup = 0 if isinstance(warmup_steps, float) else warmup_steps
         self.groups_per_step = groups_per_step
-        self.milestones: list[int] | None = list(milestones) if milestones is not None else None
+        self.milestones: list[int | float] | None = (
+            list(milestones) if milestones is not None else None
+        )
         self.keep_frozen = keep_frozen
         self.lr_decay = float(lr_decay)
         self.warmup_steps = warmup_steps
@@ -275,22 +322,51 @@ class LayerFreezing(Callback):
             raise ValueError(f"unknown group {group!r}; the groups are {names}")
         return self.lr_decay ** self.depth(names.index(group))
 
-    def plan(self, pl_module: pl.LightningModule, epochs: int) -> list[tuple[int, list[str]]]:
+    def plan(
+        self, pl_module: pl.LightningModule, epochs: int, steps_per_epoch: int = 1
+    ) -> list[tuple[int, list[str]]]:
         """Preview, without training: the groups that train in each of the first ``epochs``.
 
         Resolves the layer groups of ``pl_module`` (nothing is frozen) and returns
         ``(epoch, group names, head first)`` per epoch; :meth:`lr_scale` gives their scales.
+        Milestones in steps or fractions of the run are shown at the first step of each epoch
+        of a run of ``epochs * steps_per_epoch`` optimizer steps.
         """
         _int("epochs", epochs, 1)
+        _int("steps_per_epoch", steps_per_epoch, 1)
         self._resolve_groups(pl_module)
+        self._lengths = (epochs * steps_per_epoch, steps_per_epoch)
+        per = steps_per_epoch if self.by_step else 1
         return [
-            (epoch, [self._groups[i][0] for i in sorted(self._target(epoch), reverse=True)])
+            (epoch, [self._groups[i][0] for i in sorted(self._target(epoch * per), reverse=True)])
             for epoch in range(epochs)
         ]
 
-    def schedule(self) -> list[tuple[int, list[str]]]:
-        """``(epoch, group names)`` of each unfreeze step (resolved in ``setup``)."""
-        return [(epoch, [self._groups[i][0] for i in idx]) for epoch, idx in self._steps()]
+    def schedule(self) -> list[tuple[int | float, list[str]]]:
+        """``(moment, group names)`` of each unfreeze step (resolved in ``setup``): the moment
+        as given (epochs, steps or fractions of the run); :meth:`step_schedule` in steps."""
+        return [(when, [self._groups[i][0] for i in idx]) for when, idx in self._steps()]
+
+    def step_schedule(self) -> list[tuple[int, list[str]]]:
+        """``(optimizer step, group names)`` of each unfreeze step (known once training starts).
+
+        Example:
+            >>> from lightning_tune import TimmClassifier
+            >>> freezing = LayerFreezing("freeze_then_unfreeze", unfreeze_at=0.25)
+            >>> _ = freezing.plan(TimmClassifier("test_resnet"), epochs=30)
+            >>> freezing.step_schedule()[0][0], freezing.describe_schedule()[0]
+            (8, 'at 25% of the run (step 8 of 30)')
+        """
+        return [(step, [self._groups[i][0] for i in idx]) for step, idx in self._step_schedule()]
+
+    def describe_schedule(self) -> list[str]:
+        """Each unfreeze step in words, with its optimizer step once the run's length is known."""
+        total, _ = self._lengths
+        lines = []
+        for (when, _), (step, _) in zip(self._steps(), self._step_schedule()):
+            where = f" (step {step} of {total})" if total is not None else ""
+            lines.append(f"at {describe(when, self.unit)}{where}")
+        return lines
 
     # ------------------------------------------------------------------------- structure
     def _resolve_groups(self, pl_module: pl.LightningModule) -> None:
@@ -369,16 +445,34 @@ class LayerFreezing(Callback):
             for j, chunk in enumerate(chunks)
         ]
 
+    def _step_schedule(self) -> list[tuple[int, list[int]]]:
+        """The unfreeze steps in optimizer steps (needs the run's lengths, set at train start)."""
+        key = (self._lengths, len(self._groups))
+        if self._resolved is not None and self._resolved[0] == key:  # asked every step
+            return self._resolved[1]
+        total, per_epoch = self._lengths
+        native = self._steps()
+        if self.milestones is not None or self.strategy == "freeze_then_unfreeze":
+            steps = [(to_steps(v, self.unit, total, per_epoch), idx) for v, idx in native]
+        else:
+            assert self.unfreeze_at_epoch is not None
+            first = to_steps(self.unfreeze_at_epoch, self.unit, total, per_epoch)
+            every = max(1, to_steps(self.unfreeze_every, self.unit, total, per_epoch))
+            steps = [(first + j * every, idx) for j, (_, idx) in enumerate(native)]
+        self._resolved = (key, steps)
+        return steps
+
     def _initial(self) -> set[int]:
         head = len(self._groups) - 1
         if self.strategy == "none":
             return set(range(self.keep_frozen, head + 1))
         return {head}
 
-    def _target(self, epoch: int) -> set[int]:
+    def _target(self, t: int) -> set[int]:
+        """Groups that train at epoch ``t`` (or optimizer step ``t`` when ``by_step``)."""
         target = self._initial()
-        for step_epoch, idx in self._steps():
-            if step_epoch <= epoch:
+        for when, idx in self._step_schedule() if self.by_step else self._steps():
+            if when <= t:
                 target.update(idx)
         return target
 
@@ -406,7 +500,7 @@ class LayerFreezing(Callback):
                     f"at a time: at most {steps} milestones"
                 )
         max_epochs = trainer.max_epochs
-        if max_epochs is not None and max_epochs >= 0:
+        if not self.by_step and max_epochs is not None and max_epochs >= 0:
             late = [(epoch, names) for epoch, names in self.schedule() if epoch >= max_epochs]
             if late:
                 rank_zero_warn(
@@ -585,8 +679,8 @@ class LayerFreezing(Callback):
                 }
                 if with_names:
                     group["param_names"] = part
-                if self.warmup_steps:
-                    group["warmup_steps"] = self.warmup_steps
+                if self._warmup:
+                    group["warmup_steps"] = self._warmup
                 optimizer.add_param_group(group)
                 added.append(group["name"])
         return added
@@ -677,22 +771,44 @@ class LayerFreezing(Callback):
                 optimizer.add_param_group({**group, "params": [params[n] for n in group["params"]]})
 
     @override
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        new = sorted(self._target(epoch) - self._unfrozen, reverse=True)
-        if new:
-            self._apply(pl_module, self._unfrozen | set(new))
-            added = self._add_groups(pl_module, self._head_optimizer(trainer, pl_module), new)
-            rank_zero_info(
-                f"LayerFreezing: epoch {epoch}: unfroze {[self._groups[i][0] for i in new]} "
-                f"(new param groups {added}); {self._count(pl_module):,} of "
-                f"{sum(p.numel() for p in pl_module.parameters()):,} parameters trainable"
-            )
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._lengths = run_length(trainer)
+        total = self._lengths[0]
+        self._warmup = to_steps(self.warmup_steps, "step", total, None)
+        if self.by_step and total is not None:
+            late = [(s, names) for s, names in self.step_schedule() if s >= total]
+            if late:
+                rank_zero_warn(
+                    f"LayerFreezing: unfreeze steps {late} are at or beyond the run's {total} "
+                    "optimizer steps; those groups stay frozen for the whole run"
+                )
+
+    def _unfreeze_due(self, trainer: pl.Trainer, pl_module: pl.LightningModule, t: int) -> None:
+        """Unfreeze the groups due at epoch (or step) ``t`` and add them to the optimizer."""
+        new = sorted(self._target(t) - self._unfrozen, reverse=True)
+        if not new:
+            return
+        self._apply(pl_module, self._unfrozen | set(new))
+        added = self._add_groups(pl_module, self._head_optimizer(trainer, pl_module), new)
+        when = f"step {t}" if self.by_step else f"epoch {t}"
+        rank_zero_info(
+            f"LayerFreezing: {when}: unfroze {[self._groups[i][0] for i in new]} "
+            f"(new param groups {added}); {self._count(pl_module):,} of "
+            f"{sum(p.numel() for p in pl_module.parameters()):,} parameters trainable"
+        )
+
+    def _set_bn_modes(self) -> None:
         for module in self._thawed_bn:
             module.train()
         self._thawed_bn = []
         for module in self._frozen_bn:
             module.eval()
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.by_step:
+            self._unfreeze_due(trainer, pl_module, trainer.current_epoch)
+        self._set_bn_modes()
         pl_module.log(
             "freezing/trainable_params", float(self._count(pl_module)), on_step=False, on_epoch=True
         )
@@ -705,6 +821,9 @@ class LayerFreezing(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if self.by_step and self._target(trainer.global_step) != self._unfrozen:
+            self._unfreeze_due(trainer, pl_module, trainer.global_step)
+            self._set_bn_modes()
         for module in self._frozen_bn:  # a user's `train()` call must not wake them up
             if module.training:  # an attribute read per step; eval() only when needed
                 module.eval()

@@ -62,9 +62,10 @@ class LRSchedule(pl.Callback):
 
     Args:
         schedule: a name from :data:`lightning_tune.schedules.SCHEDULES` (``"constant"``,
-            ``"cosine"``, ``"linear"``, ``"polynomial"``, ``"exponential"``, ``"step"``,
-            ``"multistep"``, ``"cyclic"``, ``"cosine_restarts"``, ``"one_cycle"``) with its
-            arguments as extra keyword arguments, or a :class:`~lightning_tune.schedules.Schedule`.
+            ``"cosine"``, ``"linear"``, ``"stable_decay"``, ``"polynomial"``, ``"exponential"``,
+            ``"step"``, ``"multistep"``, ``"cyclic"``, ``"cosine_restarts"``, ``"one_cycle"``)
+            with its arguments as extra keyword arguments, or a
+            :class:`~lightning_tune.schedules.Schedule`.
         warmup: warmup length: an int (steps, or ``warmup_unit``), or a float in (0, 1) for a
             fraction of the run. 0 = no warmup.
         warmup_mode: ``"linear"``, ``"cosine"`` or ``"exponential"``.

@@ -1,0 +1,216 @@
+"""The LR range test: a short run with an exponentially growing LR, and the LR it suggests.
+
+Smith's test (as fastai's ``lr_find`` and Lightning's ``Tuner.lr_find``): train a *copy* of the
+module for ``num_steps`` optimizer steps while the LR grows geometrically from ``min_lr`` to
+``max_lr``, record the training loss, stop early when it diverges, and suggest the LR of the
+lowest loss (smoothed by a centred moving average) divided by ``divisor`` (3 by default:
+on a quadratic with SGD or Adam this lands within 1.5x of the best constant LR). The user's
+module, its optimizer and its weights are untouched.
+
+Each parameter group keeps its ``lr_scale`` (layer-wise decay): the group's LR is
+``lr * lr_scale``, so the suggestion is the base LR that ``TimmClassifier(lr=...)`` or
+``LRSchedule(max_lr=...)`` take.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from typing_extensions import override
+
+from lightning_tune._validation import check_int, check_number
+
+__all__ = ["DIVISOR", "RangeTestResult", "centred_average", "lr_range_test", "suggest_lr"]
+
+#: The suggestion is the LR of the lowest (smoothed) loss divided by this.
+DIVISOR = 3.0
+
+
+@dataclass(frozen=True)
+class RangeTestResult:
+    """What an LR range test measured.
+
+    Attributes:
+        lrs: the base LR of each recorded step.
+        losses: the training loss of each step, smoothed by a centred moving average (no lag:
+            an exponential average would move the minimum to higher LRs).
+        suggestion: the suggested base LR (see :func:`suggest_lr`).
+        diverged: whether the run stopped early because the loss blew up.
+    """
+
+    lrs: tuple[float, ...]
+    losses: tuple[float, ...]
+    suggestion: float
+    diverged: bool
+
+    @property
+    def best_loss_lr(self) -> float:
+        """The LR at the lowest smoothed loss."""
+        return self.lrs[min(range(len(self.losses)), key=self.losses.__getitem__)]
+
+
+def centred_average(values: Sequence[float], window: int) -> list[float]:
+    """Moving average over ``window`` values centred on each (shorter at the ends).
+
+    Example:
+        >>> centred_average([1.0, 2.0, 6.0, 2.0, 1.0], 3)
+        [1.5, 3.0, 3.3333333333333335, 3.0, 1.5]
+    """
+    half = window // 2
+    return [
+        sum(values[max(0, i - half) : i + half + 1]) / len(values[max(0, i - half) : i + half + 1])
+        for i in range(len(values))
+    ]
+
+
+def suggest_lr(lrs: Sequence[float], losses: Sequence[float], divisor: float = DIVISOR) -> float:
+    """The LR of the lowest loss divided by ``divisor``, never below the first LR tried.
+
+    The lowest loss of the ramp sits just below the LR where training breaks down; a safe
+    constant LR is a fraction of it.
+
+    Example:
+        >>> suggest_lr([1e-4, 1e-3, 1e-2, 1e-1], [2.0, 1.5, 0.9, 5.0], divisor=10)
+        0.001
+    """
+    if not lrs or len(lrs) != len(losses):
+        raise ValueError(
+            f"`lrs` and `losses` must be non-empty and of the same length, but got "
+            f"{len(lrs)} LRs and {len(losses)} losses"
+        )
+    best = min(range(len(losses)), key=lambda i: losses[i])
+    return max(lrs[0], lrs[best] / divisor)
+
+
+class _Ramp(pl.Callback):
+    """Sets the geometric LR before each step and records the smoothed loss after it."""
+
+    def __init__(self, min_lr: float, max_lr: float, num_steps: int, smoothing: float) -> None:
+        self.min_lr, self.max_lr, self.num_steps = min_lr, max_lr, num_steps
+        self.smoothing = smoothing
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.diverged = False
+        self._average = 0.0
+        self._best = math.inf
+
+    def lr_at(self, step: int) -> float:
+        return self.min_lr * (self.max_lr / self.min_lr) ** (step / max(1, self.num_steps - 1))
+
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        lr = self.lr_at(trainer.global_step)
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+
+    @override
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else math.nan
+        step = len(self.losses)
+        if not math.isfinite(value):
+            self.diverged, trainer.should_stop = True, True
+            return
+        self.lrs.append(self.lr_at(trainer.global_step - 1))
+        self.losses.append(value)
+        # Divergence is judged on a bias-corrected exponential average (as fastai, Lightning).
+        self._average = self.smoothing * value + (1 - self.smoothing) * self._average
+        smoothed = self._average / (1 - (1 - self.smoothing) ** (step + 1))
+        self._best = min(self._best, smoothed)
+        if step > 0 and smoothed > 4 * self._best:
+            self.diverged, trainer.should_stop = True, True
+
+
+def lr_range_test(
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule | None = None,
+    *,
+    train_dataloaders: Any = None,
+    min_lr: float = 1e-6,
+    max_lr: float = 1.0,
+    num_steps: int = 60,
+    smoothing: float = 0.05,
+    divisor: float = DIVISOR,
+    **trainer_kwargs: Any,
+) -> RangeTestResult:
+    """Run an LR range test on a copy of ``module`` and suggest a base LR.
+
+    Args:
+        module: the LightningModule (its ``configure_optimizers`` builds the optimizer; a torch
+            LR scheduler it returns is ignored during the test). It is deep-copied: the
+            original keeps its weights.
+        datamodule: gives the training batches (or pass ``train_dataloaders``).
+        train_dataloaders: training batches when there is no datamodule.
+        min_lr: first LR (> 0).
+        max_lr: last LR (> ``min_lr``).
+        num_steps: optimizer steps of the ramp (>= 5); it stops earlier when the smoothed loss
+            exceeds 4x its minimum or is not finite.
+        smoothing: weight of the newest loss in the exponential average that detects
+            divergence, in (0, 1].
+        divisor: the suggestion is the LR of the lowest smoothed loss divided by this (>= 1).
+        **trainer_kwargs: extra ``pl.Trainer`` arguments (``accelerator``, ``precision``, ...).
+
+    Returns:
+        the recorded curve and the suggested LR.
+
+    Example:
+        >>> from lightning_tune import DigitsDataModule, TimmClassifier
+        >>> _ = pl.seed_everything(0, verbose=False)
+        >>> result = lr_range_test(
+        ...     TimmClassifier("test_resnet"), DigitsDataModule(image_size=16), num_steps=20
+        ... )
+        >>> 1e-6 <= result.suggestion < 1.0
+        True
+    """
+    min_lr = check_number("min_lr", min_lr, low=0, low_open=True)
+    max_lr = check_number("max_lr", max_lr, low=min_lr, low_open=True)
+    num_steps = check_int("num_steps", num_steps, minimum=5)
+    smoothing = check_number("smoothing", smoothing, low=0, high=1, low_open=True)
+    divisor = check_number("divisor", divisor, low=1)
+    if (datamodule is None) == (train_dataloaders is None):
+        raise ValueError(
+            "lr_range_test needs the training batches: pass `datamodule` or "
+            f"`train_dataloaders` (exactly one), but got {datamodule=!r}, {train_dataloaders=!r}"
+        )
+    ramp = _Ramp(min_lr, max_lr, num_steps, smoothing)
+    options: dict[str, Any] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "limit_val_batches": 0,
+        **trainer_kwargs,
+    }
+    trainer = pl.Trainer(max_steps=num_steps, max_epochs=-1, callbacks=[ramp], **options)
+    trainer.fit(copy.deepcopy(module), datamodule=datamodule, train_dataloaders=train_dataloaders)
+    if not ramp.losses:
+        raise RuntimeError(
+            "the LR range test recorded no finite training loss: `training_step` must return "
+            "the loss (a tensor, or a dict with 'loss')"
+        )
+    losses = centred_average(ramp.losses, max(3, num_steps // 12))
+    return RangeTestResult(
+        lrs=tuple(ramp.lrs),
+        losses=tuple(losses),
+        suggestion=suggest_lr(ramp.lrs, losses, divisor),
+        diverged=ramp.diverged,
+    )

@@ -1,0 +1,220 @@
+"""Presets: callbacks whose choices follow the run's length in optimizer steps and the data size.
+
+:func:`finetune` is the fine-tuning preset. Its choices were measured on a grid of settings
+(``benchmarks/bench_finetuning.py``, results in ``docs/benchmarks/finetuning.md``), not tuned
+on one: what holds there is that a short run is limited by how far the LR can carry it, so it
+keeps the LR at its peak, and that a longer run gains from a warmup and an annealed end
+(which also rescues a too-high LR) while keeping the peak for most of its length.
+:func:`plan_finetuning` gives the same choices as a pure function of the run's length, to read
+or to test them without a model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+
+from lightning_tune._validation import check_int, check_number, check_optional
+from lightning_tune.callbacks.lr_schedule import LRSchedule
+
+__all__ = ["SHORT_RUN_STEPS", "FinetunePlan", "finetune", "plan_finetuning"]
+
+#: Runs with fewer optimizer steps keep a constant LR: every step at the peak counts.
+SHORT_RUN_STEPS = 50
+#: Longer runs: warmup over this fraction of the run, ...
+WARMUP_FRACTION = 0.05
+#: ... starting at this fraction of the peak, ...
+WARMUP_START_FACTOR = 0.1
+#: ... and a cosine decay to 0 over this last fraction of the schedule.
+DECAY_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class FinetunePlan:
+    """The fine-tuning preset's choices for one run, and the callbacks that carry them out.
+
+    Attributes:
+        total_steps: optimizer steps of the run.
+        train_size: training examples, when known.
+        lr: the peak LR (None: the module's own, untouched).
+        lr_source: ``"given"``, ``"range test"`` or ``"module"``.
+        warmup_steps: steps of linear warmup (0: none).
+        warmup_start_factor: where the warmup starts, as a fraction of the peak.
+        decay_fraction: last fraction of the schedule spent decaying to 0 (0: constant LR).
+        reason: one line on why these choices.
+    """
+
+    total_steps: int
+    train_size: int | None
+    lr: float | None
+    lr_source: str
+    warmup_steps: int
+    warmup_start_factor: float
+    decay_fraction: float
+    reason: str
+
+    @property
+    def callbacks(self) -> list[pl.Callback]:
+        """The callbacks to give the Trainer (one :class:`LRSchedule` owning the LR).
+
+        Example:
+            >>> plan_finetuning(total_steps=200, lr=1e-3).callbacks[0].schedule
+            StableDecay(decay=0.2, min_factor=0.0)
+        """
+        if self.decay_fraction == 0:
+            schedule = LRSchedule("constant", warmup=self.warmup_steps, max_lr=self.lr)
+        else:
+            # The warmup as a fraction: LRSchedule measures the run on the Trainer itself.
+            schedule = LRSchedule(
+                "stable_decay",
+                warmup=WARMUP_FRACTION,
+                warmup_start_factor=self.warmup_start_factor,
+                decay=self.decay_fraction,
+                max_lr=self.lr,
+            )
+        return [schedule]
+
+    def summary(self) -> dict[str, Any]:
+        """The choices as a plain dict (JSON-ready)."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        lr = "the module's" if self.lr is None else f"{self.lr:.3g} ({self.lr_source})"
+        if self.decay_fraction == 0:
+            shape = "constant at the peak" + (
+                f" after {self.warmup_steps} warmup steps" if self.warmup_steps else ""
+            )
+        else:
+            shape = (
+                f"{self.warmup_steps} warmup steps from {self.warmup_start_factor:g}x, the peak, "
+                f"then a cosine to 0 over the last {self.decay_fraction:.0%}"
+            )
+        size = "" if self.train_size is None else f", {self.train_size} training examples"
+        return (
+            f"finetune: {self.total_steps} optimizer steps{size}\n"
+            f"  LR: {lr}\n  schedule: {shape}\n  freezing: none (every layer trains)\n"
+            f"  why: {self.reason}"
+        )
+
+
+def plan_finetuning(
+    total_steps: int, *, train_size: int | None = None, lr: float | None = None
+) -> FinetunePlan:
+    """The preset's choices for a run of ``total_steps`` optimizer steps.
+
+    Args:
+        total_steps: optimizer steps of the whole run (>= 1).
+        train_size: number of training examples, when known (shown, not used yet).
+        lr: the peak LR; None keeps the module's.
+
+    Example:
+        >>> plan = plan_finetuning(total_steps=30, lr=1e-3)
+        >>> plan.warmup_steps, plan.decay_fraction
+        (0, 0.0)
+        >>> plan = plan_finetuning(total_steps=1000, lr=1e-3)
+        >>> plan.warmup_steps, plan.decay_fraction
+        (50, 0.2)
+    """
+    total_steps = check_int("total_steps", total_steps, minimum=1)
+    train_size = check_optional(check_int, "train_size", train_size, minimum=1)
+    lr = check_optional(check_number, "lr", lr, low=0, low_open=True)
+    source = "module" if lr is None else "given"
+    if total_steps < SHORT_RUN_STEPS:
+        return FinetunePlan(
+            total_steps, train_size, lr, source, 0, 1.0, 0.0,
+            f"a short run (< {SHORT_RUN_STEPS} steps) is limited by its LR budget: "
+            "any warmup or decay costs accuracy",
+        )  # fmt: skip
+    warmup = max(1, round(WARMUP_FRACTION * total_steps))
+    return FinetunePlan(
+        total_steps, train_size, lr, source, warmup, WARMUP_START_FACTOR, DECAY_FRACTION,
+        "a warmup protects the pretrained weights from the new head's first gradients; the "
+        "peak is kept for most of the run and the annealed end settles it",
+    )  # fmt: skip
+
+
+def _loader_length(loader: Any) -> tuple[int, int | None]:
+    """``(batches per epoch, examples)`` of a training loader."""
+    try:
+        batches = len(loader)
+    except TypeError:
+        raise ValueError(
+            "finetune needs the number of training batches per epoch, but the train loader has "
+            "no length (an iterable dataset?): pass `total_steps`"
+        ) from None
+    dataset = getattr(loader, "dataset", None)
+    try:
+        examples = len(dataset) if dataset is not None else None
+    except TypeError:
+        examples = None
+    return batches, examples
+
+
+def finetune(
+    module: pl.LightningModule | None = None,
+    datamodule: pl.LightningDataModule | None = None,
+    *,
+    max_epochs: int | None = None,
+    total_steps: int | None = None,
+    lr: float | None = None,
+    accumulate_grad_batches: int = 1,
+    range_test: bool | None = None,
+) -> FinetunePlan:
+    """The fine-tuning preset: choices from the run's length in steps, LR from a range test.
+
+    The run's length in optimizer steps is ``total_steps``, or ``max_epochs`` times the
+    datamodule's training batches per epoch (divided by ``accumulate_grad_batches``). The LR is
+    ``lr`` when given; otherwise a short LR range test
+    (:func:`lightning_tune.range_test.lr_range_test`, on a copy of ``module``) picks it, unless
+    ``range_test=False``, which keeps the module's own LR. Give the Trainer the same
+    ``max_epochs`` and the plan's :attr:`~FinetunePlan.callbacks`.
+
+    Args:
+        module: the LightningModule (for the range test).
+        datamodule: gives the training batches (for the run length and the range test).
+        max_epochs: epochs of the run (with ``datamodule``).
+        total_steps: or the optimizer steps of the run directly.
+        lr: the peak LR; None: from the range test.
+        accumulate_grad_batches: the Trainer's gradient accumulation.
+        range_test: run the range test when ``lr`` is None (default True; needs ``module``
+            and ``datamodule``).
+
+    Example:
+        >>> from lightning_tune import DigitsDataModule, TimmClassifier
+        >>> data = DigitsDataModule(image_size=16, batch_size=64, train_fraction=0.1)
+        >>> plan = finetune(TimmClassifier("test_resnet"), data, max_epochs=10, lr=1e-3)
+        >>> plan.total_steps, plan.warmup_steps
+        (20, 0)
+        >>> trainer = pl.Trainer(max_epochs=10, callbacks=plan.callbacks)
+    """
+    accumulate = check_int("accumulate_grad_batches", accumulate_grad_batches, minimum=1)
+    check_optional(check_int, "max_epochs", max_epochs, minimum=1)
+    check_optional(check_int, "total_steps", total_steps, minimum=1)
+    if (max_epochs is None) == (total_steps is None):
+        raise ValueError(
+            "finetune needs the run's length: pass `max_epochs` (with `datamodule`) or "
+            f"`total_steps`, exactly one, but got {max_epochs=!r}, {total_steps=!r}"
+        )
+    train_size = None
+    if datamodule is not None:
+        batches, train_size = _loader_length(datamodule.train_dataloader())
+        if max_epochs is not None:
+            total_steps = max_epochs * math.ceil(batches / accumulate)
+    elif max_epochs is not None:
+        raise ValueError("`max_epochs` needs `datamodule` (its batches per epoch): pass both")
+    assert total_steps is not None
+    plan = plan_finetuning(total_steps, train_size=train_size, lr=lr)
+    if lr is not None or range_test is False:
+        return plan
+    if module is None or datamodule is None:
+        raise ValueError(
+            "finetune picks the LR with a range test, which needs `module` and `datamodule`: "
+            "pass them, or pass `lr`, or range_test=False to keep the module's LR"
+        )
+    from lightning_tune.range_test import lr_range_test
+
+    suggestion = lr_range_test(module, datamodule).suggestion
+    return FinetunePlan(**{**asdict(plan), "lr": suggestion, "lr_source": "range test"})

@@ -1,0 +1,129 @@
+"""The fine-tuning preset: its choices for short and long runs, and that it trains as planned."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lightning_tune import DigitsDataModule, TimmClassifier
+from lightning_tune.callbacks import LRSchedule
+from lightning_tune.recipes import SHORT_RUN_STEPS, finetune, plan_finetuning
+from lightning_tune.schedules import StableDecay
+
+
+def test_short_run_keeps_the_lr_at_its_peak():
+    plan = plan_finetuning(30, train_size=31, lr=1e-3)
+    assert (plan.total_steps, plan.train_size, plan.lr, plan.lr_source) == (30, 31, 1e-3, "given")
+    assert (plan.warmup_steps, plan.decay_fraction) == (0, 0.0)
+    (schedule,) = plan.callbacks
+    assert isinstance(schedule, LRSchedule)
+    assert schedule.preview(total_steps=30, lr=1e-3) == [1e-3] * 30
+    assert "short run" in str(plan)
+
+
+def test_long_run_warms_up_keeps_the_peak_and_anneals():
+    plan = plan_finetuning(1000, lr=3e-3)
+    assert (plan.warmup_steps, plan.warmup_start_factor, plan.decay_fraction) == (50, 0.1, 0.2)
+    (schedule,) = plan.callbacks
+    assert schedule.schedule == StableDecay(decay=0.2)
+    lrs = schedule.preview(total_steps=1000, lr=3e-3)
+    assert lrs[0] == pytest.approx(3e-4)  # warmup from 0.1x
+    assert lrs[50] == pytest.approx(3e-3)  # the peak right after the warmup ...
+    assert lrs[809] == pytest.approx(3e-3)  # ... kept until the last 20 % of the schedule
+    assert lrs[910] < 3e-3 / 2 and lrs[-1] < 3e-5  # half way down the decay at 905
+    assert "cosine to 0 over the last 20%" in str(plan)
+
+
+def test_the_boundary_between_short_and_long_runs():
+    assert plan_finetuning(SHORT_RUN_STEPS - 1).decay_fraction == 0.0
+    long = plan_finetuning(SHORT_RUN_STEPS)
+    assert (long.warmup_steps, long.decay_fraction) == (round(0.05 * SHORT_RUN_STEPS), 0.2)
+    assert long.lr is None and long.lr_source == "module"
+
+
+def test_run_length_comes_from_the_datamodule(trainer_kwargs):
+    data = DigitsDataModule(image_size=8, batch_size=32, train_fraction=0.2)
+    train = data.split_sizes()["train"]
+    plan = finetune(None, data, max_epochs=7, lr=1e-3)
+    assert plan.train_size == train
+    assert plan.total_steps == 7 * math.ceil(train / 32)
+    accumulated = finetune(None, data, max_epochs=7, lr=1e-3, accumulate_grad_batches=2)
+    assert accumulated.total_steps == 7 * math.ceil(math.ceil(train / 32) / 2)
+    assert finetune(total_steps=500, lr=1e-3).warmup_steps == 25
+
+
+def test_short_run_with_the_preset_is_plain_fine_tuning(trainer_kwargs):
+    def train(callbacks: list) -> dict[str, torch.Tensor]:
+        pl.seed_everything(0, verbose=False)
+        data = DigitsDataModule(image_size=8, batch_size=64, train_fraction=0.1, seed=0)
+        module = TimmClassifier("test_resnet", lr=2e-3)
+        trainer = pl.Trainer(
+            max_epochs=3, callbacks=callbacks, limit_val_batches=0, **trainer_kwargs
+        )
+        trainer.fit(module, datamodule=data)
+        return module.state_dict()
+
+    data = DigitsDataModule(image_size=8, batch_size=64, train_fraction=0.1, seed=0)
+    plan = finetune(None, data, max_epochs=3, lr=2e-3)
+    assert plan.decay_fraction == 0.0
+    plain, preset = train([]), train(plan.callbacks)
+    assert all(torch.equal(plain[k], preset[k]) for k in plain)
+
+
+def test_long_run_follows_the_planned_lrs(trainer_kwargs):
+    pl.seed_everything(0, verbose=False)
+    data = DigitsDataModule(image_size=8, batch_size=16, train_fraction=0.5, seed=0)
+    module = TimmClassifier("test_resnet", lr=1.0)  # the plan's LR replaces the module's
+    plan = finetune(module, data, max_epochs=3, lr=2e-3)
+    assert plan.total_steps >= SHORT_RUN_STEPS
+    seen: list[float] = []
+
+    class Record(pl.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            seen.append(optimizer.param_groups[0]["lr"])
+
+    trainer = pl.Trainer(
+        max_epochs=3, callbacks=[*plan.callbacks, Record()], limit_val_batches=0, **trainer_kwargs
+    )
+    trainer.fit(module, datamodule=data)
+    expected = plan.callbacks[0].preview(total_steps=plan.total_steps, lr=2e-3)
+    assert seen == pytest.approx(expected)
+
+
+def test_without_an_lr_the_range_test_picks_it(trainer_kwargs):
+    pl.seed_everything(0, verbose=False)
+    data = DigitsDataModule(image_size=8, batch_size=64, train_fraction=0.2)
+    plan = finetune(TimmClassifier("test_resnet"), data, max_epochs=2)
+    assert plan.lr_source == "range test"
+    assert 1e-6 <= plan.lr <= 1.0
+    kept = finetune(TimmClassifier("test_resnet"), data, max_epochs=2, range_test=False)
+    assert (kept.lr, kept.lr_source) == (None, "module")
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda d: finetune(None, d, lr=1e-3), ValueError, r"pass `max_epochs`.*or `total_steps`"),
+        (
+            lambda d: finetune(None, d, max_epochs=2, total_steps=5),
+            ValueError,
+            "exactly one, but got max_epochs=2, total_steps=5",
+        ),
+        (lambda d: finetune(max_epochs=2, lr=1e-3), ValueError, "`max_epochs` needs `datamodule`"),
+        (lambda d: finetune(None, d, max_epochs=2), ValueError, "needs `module` and `datamodule`"),
+        (lambda d: finetune(total_steps=0), ValueError, r"`total_steps` must be an int >= 1"),
+        (lambda d: finetune(total_steps=9, lr=-1.0), ValueError, r"`lr` must be a number > 0"),
+        (lambda d: finetune(total_steps=9, lr="1e-3"), TypeError, r"`lr` must be a number"),
+        (
+            lambda d: plan_finetuning(9, train_size=0),
+            ValueError,
+            r"`train_size` must be an int >= 1, but got train_size=0",
+        ),
+    ],
+)
+def test_bad_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call(DigitsDataModule(image_size=8))
