@@ -64,3 +64,25 @@ def test_population_based_training_example_runs(tmp_path, monkeypatch):
     assert (
         tmp_path / "lightning_tune_runs" / "lightning_tune" / "report" / "pbt_lineage.png"
     ).exists()
+
+
+def test_is_my_training_healthy_runs_and_lists_every_code(tmp_path, monkeypatch):
+    from lightning_tune.diagnostics import CODES
+
+    heading = "## Is my training healthy?"
+    code = _block_after(heading)
+    small = code.replace(
+        "limit_train_batches=20,",
+        "limit_train_batches=6, limit_val_batches=1, enable_progress_bar=False, logger=False, "
+        "enable_checkpointing=False,",
+    )
+    assert small != code, "the README example changed: update this test's shortening"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(small, "README.md", "exec"), namespace)
+    assert namespace["diagnostics"].history
+    assert (tmp_path / "diagnostics_png" / "gradient_flow.png").exists()
+    text = README.read_text()
+    section = text[text.index(heading) :]
+    for name in CODES:
+        assert f"`{name}`" in section

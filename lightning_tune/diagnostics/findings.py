@@ -154,11 +154,19 @@ CODES: dict[str, tuple[str, str, str]] = {
         "the loss swings up and down without a downward trend",
         "lower the LR, raise the batch size",
     ),
+    "overfit_failed": (
+        "doctor",
+        "the doctor could not overfit one small batch: the loss did not fall by the factor",
+        "raise the LR (see the LR range test), check the loss/targets and that the "
+        "gradients reach the parameters",
+    ),
 }
 
 #: Check names (what ``TrainingDiagnostics(checks=...)`` accepts) and their codes.
 CHECKS: dict[str, tuple[str, ...]] = {}
 for _code, (_check, _, _) in CODES.items():
+    if _check == "doctor":  # run by `lightning-tune doctor`, not by the callback
+        continue
     CHECKS.setdefault(_check, ())
     CHECKS[_check] += (_code,)
 

@@ -55,6 +55,7 @@ CONFIG_KEYS: dict[str, str] = {
     "trainer": "other Trainer arguments",
     "strategy": "sweep (default) or pbt (population-based training)",
     "pbt": "PBT options: population, interval, quantile, resample_probability, ...",
+    "diagnostics": "true, or TrainingDiagnostics arguments: prune trials on error-level findings",
 }
 _OBJECT_KEYS = ("class", "kwargs")
 _NAMED_KEYS = ("name", "kwargs")
@@ -311,6 +312,7 @@ def tuner_from_config(cfg: Mapping[str, Any], **overrides: Any) -> Tuner:
             "max_retry",
             "strategy",
             "pbt",
+            "diagnostics",
         )
         if k in cfg
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pathlib
 import warnings
+from collections import Counter
 from typing import Any
 
 import optuna
@@ -92,6 +93,8 @@ def format_trial_line(
         f"epochs={epochs} {seconds:.1f}s {params}"
     )
     reason = trial.user_attrs.get("fail_reason")
+    if reason is None and "diagnosis" in trial.user_attrs:  # pruned by a finding: say which
+        reason = trial.user_attrs.get("prune_reason")
     return f"{line} ({reason})" if reason else line
 
 
@@ -116,6 +119,10 @@ def summary_table(study: optuna.Study, *, monitor: str = "value", top: int = 10)
         f"Study {name!r}: {len(trials)} trials ({counts[TrialState.COMPLETE]} complete, "
         f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed)"
     ]
+    diagnosed = Counter(t.user_attrs["diagnosis"] for t in trials if "diagnosis" in t.user_attrs)
+    if diagnosed:
+        codes = ", ".join(f"{code} x{n}" for code, n in diagnosed.most_common())
+        lines.append(f"Pruned by diagnostics: {sum(diagnosed.values())} ({codes})")
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     if not complete:
         lines.append("No completed trial yet.")

@@ -24,6 +24,11 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from lightning_tune._compat import check_pytorch_lightning
+from lightning_tune.tuner.diagnosis import (
+    diagnostics_callback,
+    diagnostics_kwargs,
+    prune_by_diagnosis,
+)
 from lightning_tune.tuner.distributed import DistributedOptunaPruning
 from lightning_tune.tuner.factories import make_pruner, make_sampler
 from lightning_tune.tuner.grid import announce_grid
@@ -304,6 +309,11 @@ class Tuner:
         grace_period: seconds without a heartbeat after which a running trial counts as dead
             (default ``2 * heartbeat_interval``).
         max_retry: how often a dead trial is retried with its parameters (None: no limit).
+        diagnostics: add :class:`~lightning_tune.callbacks.TrainingDiagnostics` to every trial
+            (True, or a mapping of its arguments): an error-level finding (non-finite values,
+            exploding gradients, a dead layer, a diverging or flat loss, ...) stops the trial
+            at once and records it PRUNED with the finding as its reason, before the
+            median/Hyperband pruner could judge it.
         strategy: ``"sweep"`` (default: Optuna samples trials, the pruner stops weak ones) or
             ``"pbt"``: population-based training, see :mod:`lightning_tune.tuner.pbt`.
         pbt: the PBT options, a :class:`~lightning_tune.tuner.pbt.PBTConfig` or a mapping of
@@ -355,6 +365,7 @@ class Tuner:
         max_retry: int | None = 3,
         strategy: Literal["sweep", "pbt"] = "sweep",
         pbt: Any = None,
+        diagnostics: bool | Mapping[str, Any] = False,
     ) -> None:
         # -- what to build
         if inspect.isclass(module):
@@ -489,6 +500,7 @@ class Tuner:
         self.max_retry = max_retry
         self._storage: optuna.storages.BaseStorage | None = None
         self.study: optuna.Study | None = None
+        self.diagnostics = diagnostics_kwargs(diagnostics)
 
     # ------------------------------------------------------------------------------ building
     @property
@@ -759,6 +771,9 @@ class Tuner:
             trial, monitor=self.monitor, on_nonfinite=self.on_nonfinite
         )
         callbacks = [*self.build_callbacks(params), pruning]
+        diagnosis = None if self.diagnostics is None else diagnostics_callback(self.diagnostics)
+        if diagnosis is not None:
+            callbacks.append(diagnosis)
         checkpoint = None
         if self.keep_checkpoints > 0:
             checkpoint = pl.callbacks.ModelCheckpoint(
@@ -798,6 +813,10 @@ class Tuner:
         trial.set_user_attr("fit_seconds", time.perf_counter() - fit_start)
         trial.set_user_attr("epochs", int(trainer.current_epoch))
         trial.set_user_attr("validations", pruning.validations)
+        if diagnosis is not None and diagnosis.errors:
+            shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
+            trial.set_user_attr("trial_seconds", time.perf_counter() - start)
+            prune_by_diagnosis(trial, diagnosis)
         if pruning.status != "running":
             key = "prune_reason" if pruning.pruned else "fail_reason"
             trial.set_user_attr(key, pruning.reason)
