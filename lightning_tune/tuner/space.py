@@ -52,6 +52,15 @@ def _number(name: str, field: str, value: Any, *, integer: bool = False) -> Any:
     return value
 
 
+def _flag(name: str, field: str, value: Any) -> None:
+    # YAML reads `log: 'false'` as a non-empty (true) string: only real booleans count.
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"search space `{name}`: `{field}` must be true or false, but got {value!r} "
+            f"({type(value).__name__})"
+        )
+
+
 def _check_range(name: str, low: float, high: float, log: bool) -> None:
     if not low < high:
         raise ValueError(
@@ -83,6 +92,7 @@ class Float:
         """Raise ``ValueError``/``TypeError`` if the spec is invalid."""
         _number(name, "low", self.low)
         _number(name, "high", self.high)
+        _flag(name, "log", self.log)
         _check_range(name, self.low, self.high, self.log)
         if self.step is not None:
             _number(name, "step", self.step)
@@ -126,6 +136,7 @@ class Int:
         _number(name, "low", self.low, integer=True)
         _number(name, "high", self.high, integer=True)
         _number(name, "step", self.step, integer=True)
+        _flag(name, "log", self.log)
         _check_range(name, self.low, self.high, self.log)
         if self.step < 1:
             raise ValueError(f"search space `{name}`: `step` must be >= 1, but got {self.step!r}")

@@ -8,12 +8,13 @@ Every storage here is one of Optuna's own (``RDBStorage``, ``JournalStorage``,
   same file serves one process or several worker processes on one machine.
 * ``"memory"`` / ``":memory:"``: Optuna's in-memory storage (one process, gone when it ends).
 * ``"journal:<path>"`` or a path ending ``.log`` / ``.jsonl``: a journal file
-  (``JournalStorage(JournalFileBackend(path))``), for file systems where SQLite locking is
-  unreliable (NFS). Optuna's journal storage has no heartbeat, so no crash recovery.
+  (``JournalStorage(JournalFileBackend(path))``). Optuna's journal storage has no heartbeat:
+  the tuner recovers its dead workers' trials through a lease instead
+  (:mod:`lightning_tune.tuner.recovery`).
 * a path ending ``.db`` / ``.sqlite`` / ``.sqlite3``, or a SQLAlchemy URL ``sqlite:///...``,
   ``postgresql://...``, ``mysql://...``: an ``RDBStorage``.
 
-Crash recovery (``heartbeat_interval=``) uses Optuna's heartbeat: a running trial records a
+Crash recovery (``heartbeat_interval=``, see :func:`heartbeat_settings`) uses Optuna's heartbeat: a running trial records a
 heartbeat every ``heartbeat_interval`` seconds; a trial whose heartbeat is older than
 ``grace_period`` is marked FAIL by the next worker that starts a trial, and Optuna's
 ``RetryHeartbeatStaleTrialCallback`` (``RetryFailedTrialCallback`` before Optuna 4.9) queues a
@@ -52,6 +53,7 @@ __all__ = [
     "default_parallel_storage",
     "describe_storage",
     "heartbeat_enabled",
+    "heartbeat_settings",
     "mask_url",
     "resolve_storage",
 ]
@@ -423,6 +425,37 @@ def check_storage(
         ValueError: `storage`='memory' is in-memory and cannot be shared between processes; use None (SQLite in the study directory), a journal file or a database URL
     """
     _plan(storage, ".", in_memory_ok, heartbeat_interval, grace_period, max_retry)
+
+
+def heartbeat_settings(
+    storage: StorageSpec,
+    heartbeat_interval: int | None,
+    grace_period: int | None = None,
+    max_retry: int | None = 3,
+) -> dict[str, Any]:
+    """The heartbeat keywords of :func:`resolve_storage` for ``storage``: all three settings
+    for a storage that has Optuna's heartbeat (a SQLite file or a database server), none for the
+    others (journal files recover through a lease instead, see
+    :mod:`lightning_tune.tuner.recovery`; in-memory storages need no recovery; a storage object
+    keeps its own settings). ``heartbeat_interval=None`` turns crash recovery off.
+
+    Example:
+        >>> heartbeat_settings("sweeps/study.db", 10)
+        {'heartbeat_interval': 10, 'grace_period': None, 'max_retry': 3}
+        >>> heartbeat_settings("journal:sweeps/study.log", 10)
+        {}
+    """
+    _check_heartbeat(heartbeat_interval, grace_period, max_retry)
+    if heartbeat_interval is None:
+        return {}
+    kind, target = _plan(storage, ".", True, None, None, None)
+    if kind == "sqlite" or (kind == "url" and not str(target).startswith("sqlite")):
+        return {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": grace_period,
+            "max_retry": max_retry,
+        }
+    return {}
 
 
 def resolve_storage(
