@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-__all__ = ["add_fail_fast_options", "add_subcommand", "run_tune"]
+__all__ = ["add_subcommand", "run_tune"]
 
 
 def run_tune(config: str | None = None, **overrides: Any) -> dict[str, Any]:
@@ -88,23 +88,6 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_fail_fast_options(parser: argparse.ArgumentParser) -> None:
-    """``--no-preflight`` and ``--max-failures K`` (shared by ``tune`` and ``worker``)."""
-    parser.add_argument(
-        "--no-preflight",
-        action="store_true",
-        help="skip fitting one training and one validation batch of trial 0 before the sweep "
-        "(trial 0's objects are still built first, so configuration errors stop the run "
-        "before any trial is written)",
-    )
-    parser.add_argument(
-        "--max-failures",
-        type=int,
-        default=None,
-        help="stop after this many trials in a row failed with the same error type (default 3)",
-    )
-
-
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register ``lightning-tune tune``."""
     parser = subparsers.add_parser(
@@ -167,6 +150,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         help="seconds without heartbeat before a running trial counts as dead "
         "(default 2x the interval)",
     )
+    from lightning_tune.tuner.failfast import add_fail_fast_options
+
     add_fail_fast_options(parser)
     parser.set_defaults(func=_cmd_tune)
     # issue 7: `tune --workers N` and `lightning-tune worker` (lightning_tune/tuner/workers.py)

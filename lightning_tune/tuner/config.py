@@ -219,9 +219,9 @@ def _substitute(value: Any, params: Mapping[str, Any]) -> Any:
 def _factory(
     cls: type, kwargs: Mapping[str, Any], match_names: bool
 ) -> Callable[[dict[str, Any]], Any]:
-    from lightning_tune.tuner.tuner import _accepted_kwargs
+    from lightning_tune.tuner.failfast import accepted_kwargs
 
-    accepted = _accepted_kwargs(cls) if match_names else set()
+    accepted = accepted_kwargs(cls) if match_names else set()
 
     def build(params: dict[str, Any]) -> Any:
         # Only the names passed on are read (the tuner checks that every searched name is).

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import pathlib
 import traceback
 from collections.abc import Iterable, Iterator
@@ -25,6 +27,8 @@ __all__ = [
     "FailureStreak",
     "TooManyFailuresError",
     "TrackedParams",
+    "accepted_kwargs",
+    "add_fail_fast_options",
     "check_setup",
     "fresh",
     "mark_read",
@@ -33,6 +37,24 @@ __all__ = [
 
 #: File in a trial's directory that holds the traceback of its failure.
 ERROR_LOG = "error.log"
+
+
+def accepted_kwargs(cls: type) -> set[str] | None:
+    """Keyword arguments of ``cls.__init__``; None if it takes ``**kwargs``.
+
+    Example:
+        >>> sorted(accepted_kwargs(ConfigurationError) or [])  # takes *args only
+        []
+    """
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return {
+        name
+        for name, p in params.items()
+        if name != "self"
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
 
 
 class ConfigurationError(ValueError):
@@ -221,14 +243,29 @@ def _check_consumed(tuner: Any, params: dict[str, Any], reads: set[str]) -> None
         return
     import inspect
 
-    from lightning_tune.tuner.tuner import _accepted_kwargs
-
     accepted: set[str] = set(reads)
     for source in (tuner.module, tuner.datamodule):
         if inspect.isclass(source):
-            accepted |= _accepted_kwargs(source) or set()
+            accepted |= accepted_kwargs(source) or set()
     raise ConfigurationError(
         f"search space parameters {unread} are read by nothing in trial 0 (not by the module, "
         "the datamodule or any callback), so tuning them would change nothing: a typo? "
         f"Accepted names: {sorted(accepted)}"
+    )
+
+
+def add_fail_fast_options(parser: argparse.ArgumentParser) -> None:
+    """``--no-preflight`` and ``--max-failures K`` (shared by ``tune`` and ``worker``)."""
+    parser.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="skip fitting one training and one validation batch of trial 0 before the sweep "
+        "(trial 0's objects are still built first, so configuration errors stop the run "
+        "before any trial is written)",
+    )
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=None,
+        help="stop after this many trials in a row failed with the same error type (default 3)",
     )

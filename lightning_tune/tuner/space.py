@@ -25,6 +25,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from lightning_tune._validation import check_bool
+
 __all__ = [
     "Categorical",
     "Fixed",
@@ -54,11 +56,10 @@ def _number(name: str, field: str, value: Any, *, integer: bool = False) -> Any:
 
 def _flag(name: str, field: str, value: Any) -> None:
     # YAML reads `log: 'false'` as a non-empty (true) string: only real booleans count.
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"search space `{name}`: `{field}` must be true or false, but got {value!r} "
-            f"({type(value).__name__})"
-        )
+    try:
+        check_bool(field, value)
+    except TypeError as err:
+        raise TypeError(f"search space `{name}`: {err}") from None
 
 
 def _check_range(name: str, low: float, high: float, log: bool) -> None:

@@ -42,6 +42,13 @@ import optuna
 from optuna.storages import InMemoryStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+from lightning_tune.tuner.storage_files import (
+    StorageError,
+    repair_journal,
+    retry_schema_race,
+    sqlite_error,
+)
+
 if TYPE_CHECKING:
     import sqlalchemy.engine
 
@@ -218,13 +225,34 @@ def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
 def _sqlite_file(path: pathlib.Path) -> str:
     """Create ``path``'s directory, switch the database to WAL, return its SQLAlchemy URL."""
     path = path.expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # WAL lets readers run while one worker writes; the mode is stored in the file, so every
-    # later connection (any process) uses it.
-    with sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S) as connection:
-        connection.execute("PRAGMA journal_mode=WAL").fetchall()
-    connection.close()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # WAL lets readers run while one worker writes; the mode is stored in the file, so
+        # every later connection (any process) uses it.
+        with sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S) as connection:
+            connection.execute("PRAGMA journal_mode=WAL").fetchall()
+            if path.stat().st_size:  # an existing file: readable as a database at all?
+                connection.execute("PRAGMA quick_check(1)").fetchall()
+        connection.close()
+    except (sqlite3.Error, OSError) as err:
+        raise sqlite_error(path, err) from None
     return f"sqlite:///{path}"
+
+
+def _journal(path: pathlib.Path) -> JournalStorage:
+    """Open a journal file, repairing a torn last record first (see ``storage_files``)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repair_journal(path)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except StorageError:
+        raise
+    except (OSError, ValueError) as err:
+        raise StorageError(
+            f"cannot use {path} as a journal study storage: {' '.join(str(err).split())}. "
+            "Check the path, its directory's permissions and the free disk space (the file "
+            "was not changed)"
+        ) from None
 
 
 def _rdb(
@@ -253,7 +281,8 @@ def _rdb(
 
     try:
         with _quiet_experimental():
-            storage = RDBStorage(url, **kwargs)
+            # Two workers on a database that does not exist yet both create its schema.
+            storage = retry_schema_race(lambda: RDBStorage(url, **kwargs))
     except sqlalchemy.exc.SQLAlchemyError as err:
         message = str(err).split("\n(Background on this error", 1)[0]
         password = _password(url)
@@ -519,9 +548,7 @@ def resolve_storage(
     if kind == "memory":
         return InMemoryStorage()
     if kind == "journal":
-        path = target.expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return _journal(target.expanduser().resolve())
     url = _sqlite_file(target) if kind == "sqlite" else target
     return _rdb(url, heartbeat_interval, grace_period, max_retry)
 

@@ -25,11 +25,13 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from lightning_tune._compat import check_pytorch_lightning
+from lightning_tune._validation import check_bool, check_choice, check_int, check_optional
 from lightning_tune.tuner.distributed import DistributedOptunaPruning
 from lightning_tune.tuner.factories import make_pruner, make_sampler
 from lightning_tune.tuner.failfast import (
     FailureStreak,
     TooManyFailuresError,
+    accepted_kwargs,
     check_setup,
     fresh,
     mark_read,
@@ -60,6 +62,8 @@ from lightning_tune.tuner.storage import (
 )
 
 __all__ = ["TuneResult", "Tuner"]
+
+_accepted_kwargs = accepted_kwargs  # the name other modules used
 
 Params = dict[str, Any]
 ModuleSource = type[pl.LightningModule] | Callable[[Params], pl.LightningModule]
@@ -98,21 +102,8 @@ _TRAINER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _accepted_kwargs(cls: type) -> set[str] | None:
-    """Keyword arguments of ``cls.__init__``; None if it takes ``**kwargs``."""
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return {
-        name
-        for name, p in params.items()
-        if name != "self"
-        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
-
-
 def _check_kwargs(cls: type, kwargs: Mapping[str, Any], argument: str) -> None:
-    accepted = _accepted_kwargs(cls)
+    accepted = accepted_kwargs(cls)
     if accepted is None:
         return
     unknown = sorted(set(kwargs) - accepted)
@@ -529,22 +520,11 @@ class Tuner:
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.max_retry = max_retry
-        if not isinstance(preflight, bool):
-            raise TypeError(f"`preflight` must be True or False, but got {preflight!r}")
-        self.preflight = preflight
-        if max_consecutive_failures is not None and (
-            isinstance(max_consecutive_failures, bool)
-            or not isinstance(max_consecutive_failures, int)
-            or max_consecutive_failures < 1
-        ):
-            raise ValueError(
-                "`max_consecutive_failures` must be an int >= 1 or None, but got "
-                f"{max_consecutive_failures=!r}"
-            )
-        self.max_consecutive_failures = max_consecutive_failures
-        if resume not in _RESUME:
-            raise ValueError(f"`resume` must be one of {list(_RESUME)}, but got {resume=!r}")
-        self.resume = resume
+        self.preflight = check_bool("preflight", preflight)
+        self.max_consecutive_failures = check_optional(
+            check_int, "max_consecutive_failures", max_consecutive_failures, minimum=1
+        )
+        self.resume = check_choice("resume", resume, _RESUME)
         self._checked = False
         self._storage: optuna.storages.BaseStorage | None = None
         self.study: optuna.Study | None = None
@@ -560,9 +540,9 @@ class Tuner:
         specs = self.search_space.specs
         if specs is None or not inspect.isclass(self.module):
             return
-        takers: list[set[str] | None] = [_accepted_kwargs(self.module)]
+        takers: list[set[str] | None] = [accepted_kwargs(self.module)]
         if inspect.isclass(self.datamodule):
-            takers.append(_accepted_kwargs(self.datamodule))
+            takers.append(accepted_kwargs(self.datamodule))
         elif callable(self.datamodule) and not isinstance(self.datamodule, pl.LightningDataModule):
             return
         if callable(self.callbacks) or any(
@@ -585,7 +565,7 @@ class Tuner:
 
     @staticmethod
     def _from_class(cls: type, fixed: Mapping[str, Any], params: Params) -> Any:
-        accepted = _accepted_kwargs(cls)
+        accepted = accepted_kwargs(cls)
         names = [k for k in dict.keys(params) if accepted is None or k in accepted]
         mark_read(params, names)
         return cls(**{**fixed, **{k: dict.__getitem__(params, k) for k in names}})
@@ -607,7 +587,7 @@ class Tuner:
         """The LightningModule for a trial's hyperparameters."""
         if inspect.isclass(self.module):
             fixed = dict(self.module_kwargs)
-            accepted = _accepted_kwargs(self.module)
+            accepted = accepted_kwargs(self.module)
             if (
                 "num_classes" not in fixed
                 and "num_classes" not in params

@@ -37,7 +37,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from lightning_tune.tuner.failfast import FailureStreak, TooManyFailuresError
+from lightning_tune.tuner.failfast import (
+    FailureStreak,
+    TooManyFailuresError,
+    add_fail_fast_options,
+)
 from lightning_tune.tuner.pruning import MetricNotFoundError
 from lightning_tune.tuner.recovery import recover_stale_trials
 from lightning_tune.tuner.storage import (
@@ -605,7 +609,5 @@ def add_worker_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-retry", type=int, default=3, help="retries of a dead worker's trial (default 3)"
     )
-    from lightning_tune.tuner.cli import add_fail_fast_options
-
     add_fail_fast_options(parser)
     parser.set_defaults(func=_cmd_worker)

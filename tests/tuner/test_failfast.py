@@ -117,9 +117,9 @@ def test_tracked_params_count_every_way_of_reading():
 
 
 def test_a_string_log_flag_in_a_yaml_spec_is_an_error():
-    with pytest.raises(TypeError, match=r"`lr`: `log` must be true or false, but got 'false'"):
+    with pytest.raises(TypeError, match=r"`lr`: `log` must be true or false, but got log='false'"):
         SearchSpace({"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": "false"}})
-    with pytest.raises(TypeError, match=r"`n`: `log` must be true or false, but got 1"):
+    with pytest.raises(TypeError, match=r"`n`: `log` must be true or false, but got log=1"):
         SearchSpace({"n": {"type": "int", "low": 1, "high": 8, "log": 1}})
 
 
