@@ -74,9 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - optuna is a dependency
         pass
     try:
+        from lightning_tune.tuner.storage_files import StorageError
         from lightning_tune.tuner.workers import TooManyFailuresError
 
-        expected += (TooManyFailuresError,)
+        expected += (TooManyFailuresError, StorageError)
     except ImportError:  # pragma: no cover - the tuner is optional
         pass
     try:

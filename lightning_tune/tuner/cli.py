@@ -75,11 +75,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         storage=args.storage,
         output_dir=args.output_dir,
-        study_name=args.study_name,
+        study_name=args.new_study or args.study_name,
+        resume="new" if args.new_study else ("force" if args.force_resume else None),
         seed=args.seed,
         quiet=True if args.quiet else None,
         heartbeat_interval=args.heartbeat_interval,
         grace_period=args.grace_period,
+        preflight=False if args.no_preflight else None,
+        max_consecutive_failures=args.max_failures,
     )
     print(json.dumps({"tune": summary}))
     return 0
@@ -118,13 +121,27 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--study-name", default=None)
+    parser.add_argument(
+        "--new-study",
+        default=None,
+        metavar="NAME",
+        help="start a new study NAME (refused if it exists) instead of continuing the config's",
+    )
+    parser.add_argument(
+        "--force-resume",
+        action="store_true",
+        help="continue the study although it was created with other settings (search space, "
+        "max_epochs, monitor, ...); without it such a rerun is refused with a diff",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument(
         "--heartbeat-interval",
         type=int,
         default=None,
-        help="seconds between heartbeats of a running trial (default 10)",
+        help="seconds between heartbeats of a running trial (default 10; 0 turns crash "
+        "recovery off); works on every storage: Optuna's heartbeat on SQLite and database "
+        "servers, a lease on journal files",
     )
     parser.add_argument(
         "--grace-period",
@@ -133,6 +150,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         help="seconds without heartbeat before a running trial counts as dead "
         "(default 2x the interval)",
     )
+    from lightning_tune.tuner.failfast import add_fail_fast_options
+
+    add_fail_fast_options(parser)
     parser.set_defaults(func=_cmd_tune)
     # issue 7: `tune --workers N` and `lightning-tune worker` (lightning_tune/tuner/workers.py)
     from lightning_tune.tuner.workers import add_worker_subcommand, add_workers_option

@@ -32,10 +32,17 @@ CONFIG_KEYS: dict[str, str] = {
     "storage": "null (SQLite in the study dir), 'memory', or an Optuna storage URL",
     "seed": "sampler seed; trial k is seeded with seed + k",
     "n_trials": "finished (COMPLETE + PRUNED) trials the study should have; re-running continues",
-    "heartbeat_interval": "seconds between heartbeats of a running trial (default storage); null: off",
+    "heartbeat_interval": "seconds between heartbeats of a running trial (default 10); 0 or null: "
+    "no crash recovery",
     "grace_period": "seconds without heartbeat before a running trial counts as dead",
     "max_retry": "retries of a dead trial with its parameters",
     "timeout": "seconds after which no new trial starts",
+    "preflight": "fit one training and one validation batch of trial 0 before the sweep "
+    "(default true)",
+    "resume": "check (default: continue a study only with the settings it was created with), "
+    "force (continue it with new settings) or new (the study must not exist yet)",
+    "max_consecutive_failures": "stop after this many trials in a row failed with the same "
+    "error type (default 3; null: never)",
     "monitor": "metric to optimize",
     "direction": "minimize or maximize",
     "objective": "best or last validation value as the trial value",
@@ -213,15 +220,16 @@ def _substitute(value: Any, params: Mapping[str, Any]) -> Any:
 def _factory(
     cls: type, kwargs: Mapping[str, Any], match_names: bool
 ) -> Callable[[dict[str, Any]], Any]:
-    from lightning_tune.tuner.tuner import _accepted_kwargs
+    from lightning_tune.tuner.failfast import accepted_kwargs
 
-    accepted = _accepted_kwargs(cls) if match_names else set()
+    accepted = accepted_kwargs(cls) if match_names else set()
 
     def build(params: dict[str, Any]) -> Any:
-        matched = {
-            k: v for k, v in params.items() if match_names and (accepted is None or k in accepted)
-        }
-        return cls(**{**matched, **_substitute(kwargs, params)})
+        # Only the names passed on are read (the tuner checks that every searched name is).
+        names = [
+            k for k in dict.keys(params) if match_names and (accepted is None or k in accepted)
+        ]
+        return cls(**{**{k: params[k] for k in names}, **_substitute(kwargs, params)})
 
     build.__name__ = f"build_{cls.__name__}"
     # what PBT's checks read: the class built and the hyperparameters it takes by template
@@ -313,9 +321,15 @@ def tuner_from_config(cfg: Mapping[str, Any], **overrides: Any) -> Tuner:
             "strategy",
             "pbt",
             "diagnostics",
+            "max_consecutive_failures",
+            "resume",
         )
         if k in cfg
     }
+    options["preflight"] = cfg.get("preflight", True)
+    if not options.get("heartbeat_interval", 10):  # null or 0: crash recovery off
+        options["heartbeat_interval"] = None
+        options.pop("grace_period", None)
     return Tuner(
         module,
         space,

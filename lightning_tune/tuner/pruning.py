@@ -15,7 +15,7 @@ import optuna
 import pytorch_lightning as pl
 from typing_extensions import override
 
-__all__ = ["MetricNotFoundError", "NonFiniteMetricError", "OptunaPruning"]
+__all__ = ["MetricNotFoundError", "NonFiniteMetricError", "OptunaPruning", "final_validation"]
 
 _ON_NONFINITE = ("prune", "fail")
 
@@ -38,12 +38,32 @@ class NonFiniteMetricError(RuntimeError):
     """
 
 
+def final_validation(trainer: pl.Trainer) -> bool:
+    """Whether the validation that just ran is the last one of ``fit`` (its full budget).
+
+    True at the last training batch of the last epoch (``max_epochs``) or once ``max_steps``
+    optimizer steps are done.
+
+    Example:
+        >>> final_validation(pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False))
+        False
+    """
+    if trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step:
+        return True
+    max_epochs = trainer.max_epochs
+    if max_epochs is None or max_epochs < 0:
+        return False
+    return trainer.current_epoch >= max_epochs - 1 and bool(trainer.is_last_batch)
+
+
 class OptunaPruning(pl.Callback):
     """Report ``monitor`` to ``trial`` after every validation and stop the trainer when pruned.
 
     The reported step is the number of validations run before this one (0, 1, 2, ...), so it
     equals the epoch index when validating once per epoch and stays unique when validating
-    several times per epoch (``val_check_interval``). The sanity check is not reported.
+    several times per epoch (``val_check_interval``). The sanity check is not reported. The
+    final validation (last batch of the last epoch, or ``max_steps`` reached) is reported but
+    never pruned: a trial that has used its whole budget completes.
 
     After ``fit`` returns, call :meth:`check`: it raises :class:`optuna.TrialPruned` (with the
     reason) if the trial was pruned, or :class:`NonFiniteMetricError` if the metric became
@@ -123,7 +143,9 @@ class OptunaPruning(pl.Callback):
             return
         self.values.append(value)
         self.trial.report(value, step)
-        if self.trial.should_prune():
+        # A trial that has used its whole budget completes: pruning it now would save nothing
+        # and drop a fully trained configuration from the ranking.
+        if not final_validation(trainer) and self.trial.should_prune():
             self.status = "pruned"
             self.reason = (
                 f"pruned at validation step {step} (epoch {trainer.current_epoch}) with "

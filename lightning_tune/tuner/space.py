@@ -25,6 +25,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from lightning_tune._validation import check_bool
+
 __all__ = [
     "Categorical",
     "Fixed",
@@ -50,6 +52,14 @@ def _number(name: str, field: str, value: Any, *, integer: bool = False) -> Any:
     if not integer and not math.isfinite(value):
         raise ValueError(f"search space `{name}`: `{field}` must be finite, but got {value!r}")
     return value
+
+
+def _flag(name: str, field: str, value: Any) -> None:
+    # YAML reads `log: 'false'` as a non-empty (true) string: only real booleans count.
+    try:
+        check_bool(field, value)
+    except TypeError as err:
+        raise TypeError(f"search space `{name}`: {err}") from None
 
 
 def _check_range(name: str, low: float, high: float, log: bool) -> None:
@@ -97,6 +107,7 @@ class Float:
         """Raise ``ValueError``/``TypeError`` if the spec is invalid."""
         _number(name, "low", self.low)
         _number(name, "high", self.high)
+        _flag(name, "log", self.log)
         _check_range(name, self.low, self.high, self.log)
         _check_grid_points(name, self.grid_points)
         if self.step is not None:
@@ -146,6 +157,7 @@ class Int:
         _number(name, "high", self.high, integer=True)
         _number(name, "step", self.step, integer=True)
         _check_grid_points(name, self.grid_points)
+        _flag(name, "log", self.log)
         _check_range(name, self.low, self.high, self.log)
         if self.step < 1:
             raise ValueError(f"search space `{name}`: `step` must be >= 1, but got {self.step!r}")

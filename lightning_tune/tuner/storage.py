@@ -8,12 +8,13 @@ Every storage here is one of Optuna's own (``RDBStorage``, ``JournalStorage``,
   same file serves one process or several worker processes on one machine.
 * ``"memory"`` / ``":memory:"``: Optuna's in-memory storage (one process, gone when it ends).
 * ``"journal:<path>"`` or a path ending ``.log`` / ``.jsonl``: a journal file
-  (``JournalStorage(JournalFileBackend(path))``), for file systems where SQLite locking is
-  unreliable (NFS). Optuna's journal storage has no heartbeat, so no crash recovery.
+  (``JournalStorage(JournalFileBackend(path))``). Optuna's journal storage has no heartbeat:
+  the tuner recovers its dead workers' trials through a lease instead
+  (:mod:`lightning_tune.tuner.recovery`).
 * a path ending ``.db`` / ``.sqlite`` / ``.sqlite3``, or a SQLAlchemy URL ``sqlite:///...``,
   ``postgresql://...``, ``mysql://...``: an ``RDBStorage``.
 
-Crash recovery (``heartbeat_interval=``) uses Optuna's heartbeat: a running trial records a
+Crash recovery (``heartbeat_interval=``, see :func:`heartbeat_settings`) uses Optuna's heartbeat: a running trial records a
 heartbeat every ``heartbeat_interval`` seconds; a trial whose heartbeat is older than
 ``grace_period`` is marked FAIL by the next worker that starts a trial, and Optuna's
 ``RetryHeartbeatStaleTrialCallback`` (``RetryFailedTrialCallback`` before Optuna 4.9) queues a
@@ -41,6 +42,13 @@ import optuna
 from optuna.storages import InMemoryStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+from lightning_tune.tuner.storage_files import (
+    StorageError,
+    repair_journal,
+    retry_schema_race,
+    sqlite_error,
+)
+
 if TYPE_CHECKING:
     import sqlalchemy.engine
 
@@ -52,6 +60,7 @@ __all__ = [
     "default_parallel_storage",
     "describe_storage",
     "heartbeat_enabled",
+    "heartbeat_settings",
     "mask_url",
     "resolve_storage",
 ]
@@ -216,13 +225,34 @@ def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
 def _sqlite_file(path: pathlib.Path) -> str:
     """Create ``path``'s directory, switch the database to WAL, return its SQLAlchemy URL."""
     path = path.expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # WAL lets readers run while one worker writes; the mode is stored in the file, so every
-    # later connection (any process) uses it.
-    with sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S) as connection:
-        connection.execute("PRAGMA journal_mode=WAL").fetchall()
-    connection.close()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # WAL lets readers run while one worker writes; the mode is stored in the file, so
+        # every later connection (any process) uses it.
+        with sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S) as connection:
+            connection.execute("PRAGMA journal_mode=WAL").fetchall()
+            if path.stat().st_size:  # an existing file: readable as a database at all?
+                connection.execute("PRAGMA quick_check(1)").fetchall()
+        connection.close()
+    except (sqlite3.Error, OSError) as err:
+        raise sqlite_error(path, err) from None
     return f"sqlite:///{path}"
+
+
+def _journal(path: pathlib.Path) -> JournalStorage:
+    """Open a journal file, repairing a torn last record first (see ``storage_files``)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repair_journal(path)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except StorageError:
+        raise
+    except (OSError, ValueError) as err:
+        raise StorageError(
+            f"cannot use {path} as a journal study storage: {' '.join(str(err).split())}. "
+            "Check the path, its directory's permissions and the free disk space (the file "
+            "was not changed)"
+        ) from None
 
 
 def _rdb(
@@ -251,7 +281,8 @@ def _rdb(
 
     try:
         with _quiet_experimental():
-            storage = RDBStorage(url, **kwargs)
+            # Two workers on a database that does not exist yet both create its schema.
+            storage = retry_schema_race(lambda: RDBStorage(url, **kwargs))
     except sqlalchemy.exc.SQLAlchemyError as err:
         message = str(err).split("\n(Background on this error", 1)[0]
         password = _password(url)
@@ -425,6 +456,37 @@ def check_storage(
     _plan(storage, ".", in_memory_ok, heartbeat_interval, grace_period, max_retry)
 
 
+def heartbeat_settings(
+    storage: StorageSpec,
+    heartbeat_interval: int | None,
+    grace_period: int | None = None,
+    max_retry: int | None = 3,
+) -> dict[str, Any]:
+    """The heartbeat keywords of :func:`resolve_storage` for ``storage``: all three settings
+    for a storage that has Optuna's heartbeat (a SQLite file or a database server), none for the
+    others (journal files recover through a lease instead, see
+    :mod:`lightning_tune.tuner.recovery`; in-memory storages need no recovery; a storage object
+    keeps its own settings). ``heartbeat_interval=None`` turns crash recovery off.
+
+    Example:
+        >>> heartbeat_settings("sweeps/study.db", 10)
+        {'heartbeat_interval': 10, 'grace_period': None, 'max_retry': 3}
+        >>> heartbeat_settings("journal:sweeps/study.log", 10)
+        {}
+    """
+    _check_heartbeat(heartbeat_interval, grace_period, max_retry)
+    if heartbeat_interval is None:
+        return {}
+    kind, target = _plan(storage, ".", True, None, None, None)
+    if kind == "sqlite" or (kind == "url" and not str(target).startswith("sqlite")):
+        return {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": grace_period,
+            "max_retry": max_retry,
+        }
+    return {}
+
+
 def resolve_storage(
     storage: StorageSpec,
     study_dir: pathlib.Path | str,
@@ -486,9 +548,7 @@ def resolve_storage(
     if kind == "memory":
         return InMemoryStorage()
     if kind == "journal":
-        path = target.expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return _journal(target.expanduser().resolve())
     url = _sqlite_file(target) if kind == "sqlite" else target
     return _rdb(url, heartbeat_interval, grace_period, max_retry)
 

@@ -12,18 +12,20 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import optuna
 import pandas as pd
 import pytorch_lightning as pl
+import torch
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from lightning_tune._compat import check_pytorch_lightning
+from lightning_tune._validation import check_bool, check_choice, check_int, check_optional
 from lightning_tune.tuner.diagnosis import (
     diagnostics_callback,
     diagnostics_kwargs,
@@ -31,8 +33,24 @@ from lightning_tune.tuner.diagnosis import (
 )
 from lightning_tune.tuner.distributed import DistributedOptunaPruning
 from lightning_tune.tuner.factories import make_pruner, make_sampler
+from lightning_tune.tuner.failfast import (
+    FailureStreak,
+    TooManyFailuresError,
+    accepted_kwargs,
+    check_setup,
+    fresh,
+    mark_read,
+    write_error_log,
+)
 from lightning_tune.tuner.grid import announce_grid
+from lightning_tune.tuner.identity import (
+    IDENTITY_ATTR,
+    StudyIdentityError,
+    identity_diff,
+    study_identity,
+)
 from lightning_tune.tuner.pruning import MetricNotFoundError
+from lightning_tune.tuner.recovery import Recovery, lease
 from lightning_tune.tuner.report import (
     format_trial_line,
     save_report,
@@ -41,9 +59,17 @@ from lightning_tune.tuner.report import (
     trials_frame,
 )
 from lightning_tune.tuner.space import SearchSpace
-from lightning_tune.tuner.storage import check_storage, describe_storage, mask_url, resolve_storage
+from lightning_tune.tuner.storage import (
+    check_storage,
+    describe_storage,
+    heartbeat_settings,
+    mask_url,
+    resolve_storage,
+)
 
 __all__ = ["TuneResult", "Tuner"]
+
+_accepted_kwargs = accepted_kwargs  # the name other modules used
 
 Params = dict[str, Any]
 ModuleSource = type[pl.LightningModule] | Callable[[Params], pl.LightningModule]
@@ -56,6 +82,7 @@ CallbackSource = (
 
 _DIRECTIONS = ("minimize", "maximize")
 _STRATEGIES = ("sweep", "pbt")
+_RESUME = ("check", "force", "new")
 _OBJECTIVES = ("best", "last")
 _LOGGERS = ("csv", "tensorboard")
 # Trainer arguments the tuner sets itself for every trial.
@@ -73,27 +100,16 @@ _NOISY_WARNINGS = (
     ".*callbacks used to create the checkpoint need to be provided.*",
     ".*does not have many workers.*",
 )
+# The logger of Optuna's optimize loop, which logs each failed trial with its traceback.
+_OPTUNA_TRIAL_LOG = "optuna.study._optimize"
 _TRAINER_DEFAULTS: dict[str, Any] = {
     "enable_progress_bar": False,
     "enable_model_summary": False,
 }
 
 
-def _accepted_kwargs(cls: type) -> set[str] | None:
-    """Keyword arguments of ``cls.__init__``; None if it takes ``**kwargs``."""
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return {
-        name
-        for name, p in params.items()
-        if name != "self"
-        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
-
-
 def _check_kwargs(cls: type, kwargs: Mapping[str, Any], argument: str) -> None:
-    accepted = _accepted_kwargs(cls)
+    accepted = accepted_kwargs(cls)
     if accepted is None:
         return
     unknown = sorted(set(kwargs) - accepted)
@@ -301,11 +317,11 @@ class Tuner:
         keep_checkpoints: keep the best checkpoint of this many best trials (0: none).
         loggers: per-trial loggers, any of ``"csv"``, ``"tensorboard"`` (empty: none).
         quiet: no progress output (for scripts).
-        heartbeat_interval: seconds between heartbeats of a running trial in the default
-            storage (``storage=None``, the study's SQLite file), so that the trial of a killed
-            run is marked FAIL and retried with its parameters when the sweep runs again;
-            None turns crash recovery off. Ignored for other storages (give them a storage
-            object from :func:`~lightning_tune.tuner.storage.resolve_storage` instead).
+        heartbeat_interval: seconds between heartbeats of a running trial, so that the trial
+            of a killed run is marked FAIL and retried with its parameters when the sweep runs
+            again: Optuna's heartbeat on a SQLite file or database URL, a lease on a journal
+            file (see :mod:`~lightning_tune.tuner.recovery`); None turns crash recovery off.
+            A storage object keeps its own heartbeat settings.
         grace_period: seconds without a heartbeat after which a running trial counts as dead
             (default ``2 * heartbeat_interval``).
         max_retry: how often a dead trial is retried with its parameters (None: no limit).
@@ -318,6 +334,14 @@ class Tuner:
             ``"pbt"``: population-based training, see :mod:`lightning_tune.tuner.pbt`.
         pbt: the PBT options, a :class:`~lightning_tune.tuner.pbt.PBTConfig` or a mapping of
             its fields (``population``, ``interval``, ``quantile``, ...); only with ``"pbt"``.
+        preflight: before the first trial, also run one training and one validation batch of
+            trial 0 (its objects are always built first; see :meth:`check_setup`).
+        max_consecutive_failures: stop the sweep after this many trials in a row failed with
+            the same error type (None: never).
+        resume: what to do when the study exists: ``"check"`` (continue it if it was created
+            with the same settings, see :mod:`~lightning_tune.tuner.identity`, else refuse with
+            a diff), ``"force"`` (continue it with these settings) or ``"new"`` (refuse: the
+            name must be new).
 
     Two budgets: :meth:`optimize` keeps Optuna's meaning of ``n_trials`` (this many *more*
     trials), while ``run(n_trials, total=True)`` (what ``lightning-tune tune`` uses) runs until
@@ -366,8 +390,17 @@ class Tuner:
         strategy: Literal["sweep", "pbt"] = "sweep",
         pbt: Any = None,
         diagnostics: bool | Mapping[str, Any] = False,
+        preflight: bool = False,
+        max_consecutive_failures: int | None = 3,
+        resume: Literal["check", "force", "new"] = "check",
     ) -> None:
         # -- what to build
+        if isinstance(module, torch.nn.Module):
+            raise TypeError(
+                f"`module` must be a LightningModule class or a function params -> module, but "
+                f"got an instance of {type(module).__name__}: pass the class (and its fixed "
+                "arguments as `module_kwargs`), so that each trial builds a fresh module"
+            )
         if inspect.isclass(module):
             _check_class(module, pl.LightningModule, "module")
         elif not callable(module):
@@ -433,6 +466,7 @@ class Tuner:
             raise ValueError(f"`max_epochs` must be an int >= 1, but got {max_epochs=!r}")
         self.max_epochs = max_epochs
         self.trainer_kwargs = dict(trainer_kwargs or {})
+        _check_kwargs(pl.Trainer, self.trainer_kwargs, "trainer_kwargs")
         owned = sorted(set(self.trainer_kwargs) & set(_OWNED_TRAINER_KEYS))
         if owned:
             raise ValueError(
@@ -498,6 +532,12 @@ class Tuner:
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.max_retry = max_retry
+        self.preflight = check_bool("preflight", preflight)
+        self.max_consecutive_failures = check_optional(
+            check_int, "max_consecutive_failures", max_consecutive_failures, minimum=1
+        )
+        self.resume = check_choice("resume", resume, _RESUME)
+        self._checked = False
         self._storage: optuna.storages.BaseStorage | None = None
         self.study: optuna.Study | None = None
         self.diagnostics = diagnostics_kwargs(diagnostics)
@@ -513,9 +553,9 @@ class Tuner:
         specs = self.search_space.specs
         if specs is None or not inspect.isclass(self.module):
             return
-        takers: list[set[str] | None] = [_accepted_kwargs(self.module)]
+        takers: list[set[str] | None] = [accepted_kwargs(self.module)]
         if inspect.isclass(self.datamodule):
-            takers.append(_accepted_kwargs(self.datamodule))
+            takers.append(accepted_kwargs(self.datamodule))
         elif callable(self.datamodule) and not isinstance(self.datamodule, pl.LightningDataModule):
             return
         if callable(self.callbacks) or any(
@@ -538,9 +578,10 @@ class Tuner:
 
     @staticmethod
     def _from_class(cls: type, fixed: Mapping[str, Any], params: Params) -> Any:
-        accepted = _accepted_kwargs(cls)
-        chosen = {k: v for k, v in params.items() if accepted is None or k in accepted}
-        return cls(**{**fixed, **chosen})
+        accepted = accepted_kwargs(cls)
+        names = [k for k in dict.keys(params) if accepted is None or k in accepted]
+        mark_read(params, names)
+        return cls(**{**fixed, **{k: dict.__getitem__(params, k) for k in names}})
 
     def build_datamodule(self, params: Params) -> pl.LightningDataModule | None:
         """The datamodule for a trial's hyperparameters."""
@@ -550,7 +591,7 @@ class Tuner:
         dm = (
             self._from_class(source, self.datamodule_kwargs, params)
             if inspect.isclass(source)
-            else source(dict(params))
+            else source(fresh(params))
         )
         check_pytorch_lightning(dm, "datamodule(params)", "datamodule")
         return dm
@@ -559,7 +600,7 @@ class Tuner:
         """The LightningModule for a trial's hyperparameters."""
         if inspect.isclass(self.module):
             fixed = dict(self.module_kwargs)
-            accepted = _accepted_kwargs(self.module)
+            accepted = accepted_kwargs(self.module)
             if (
                 "num_classes" not in fixed
                 and "num_classes" not in params
@@ -569,7 +610,7 @@ class Tuner:
                 fixed["num_classes"] = datamodule.num_classes
             module = self._from_class(self.module, fixed, params)
         else:
-            module = self.module(dict(params))
+            module = self.module(fresh(params))
         check_pytorch_lightning(module, "module(params)", "module")
         return module
 
@@ -578,15 +619,51 @@ class Tuner:
         if self.callbacks is None:
             return []
         if callable(self.callbacks):
-            built = list(self.callbacks(dict(params)))
+            built = list(self.callbacks(fresh(params)))
         else:
             built = [
-                copy.deepcopy(c) if isinstance(c, pl.Callback) else c(dict(params))
+                copy.deepcopy(c) if isinstance(c, pl.Callback) else c(fresh(params))
                 for c in self.callbacks
             ]
         for i, callback in enumerate(built):
             check_pytorch_lightning(callback, f"callbacks(params)[{i}]", "callback")
         return built
+
+    def pruning_callback(self, trial: optuna.Trial) -> DistributedOptunaPruning:
+        """The callback that reports a trial's metric (DDP-aware: rank 0 decides, all ranks
+        stop together, one report per step)."""
+        return DistributedOptunaPruning(trial, monitor=self.monitor, on_nonfinite=self.on_nonfinite)
+
+    def make_trainer(
+        self, callbacks: Sequence[pl.Callback], *, root: str | pathlib.Path, **overrides: Any
+    ) -> pl.Trainer:
+        """A trial's Trainer with ``callbacks``, the tuner's Trainer settings and ``overrides``."""
+        return pl.Trainer(
+            **{
+                **_TRAINER_DEFAULTS,
+                "logger": False,
+                "enable_checkpointing": False,
+                **self.trainer_kwargs,
+                "max_epochs": self.max_epochs,
+                "default_root_dir": str(root),
+                **overrides,
+                "callbacks": list(callbacks),
+            }
+        )
+
+    def check_setup(self, run_batches: bool | None = None) -> None:
+        """Fail fast: build trial 0's module, datamodule, callbacks and Trainer (and, with
+        ``run_batches`` (default: ``preflight``), fit one training and one validation batch)
+        before any trial is written; check that every searched name is read by something.
+        Runs once per Tuner; :meth:`run` and :meth:`optimize` call it.
+
+        Raises:
+            ConfigurationError: with the step that failed and the original error.
+        """
+        if self._checked:
+            return
+        check_setup(self, self.preflight if run_batches is None else run_batches)
+        self._checked = True
 
     def trial_dir(self, number: int) -> pathlib.Path:
         """Logs and checkpoints of trial ``number``."""
@@ -632,7 +709,8 @@ class Tuner:
 
     def open_storage(self) -> optuna.storages.BaseStorage:
         """The study's storage, opened once per Tuner (so an in-memory study survives several
-        ``run`` calls). The default SQLite file gets a heartbeat (see ``heartbeat_interval``).
+        ``run`` calls). A SQLite file or database URL gets Optuna's heartbeat (see
+        ``heartbeat_interval``); a journal file recovers through a lease instead.
 
         Raises:
             ConnectionError: the database cannot be opened (message without the password).
@@ -640,13 +718,9 @@ class Tuner:
         """
         if self._storage is not None:
             return self._storage
-        heartbeat: dict[str, Any] = {}
-        if self._storage_source is None:
-            heartbeat = {
-                "heartbeat_interval": self.heartbeat_interval,
-                "grace_period": self.grace_period,
-                "max_retry": self.max_retry,
-            }
+        heartbeat = heartbeat_settings(
+            self._storage_source, self.heartbeat_interval, self.grace_period, self.max_retry
+        )
         storage = resolve_storage(self._storage_source, self.study_dir, **heartbeat)
         if isinstance(storage, optuna.storages.BaseStorage):
             self._storage = storage
@@ -658,6 +732,14 @@ class Tuner:
             raise ValueError(
                 f"cannot open storage {mask_url(storage)!r}: {type(err).__name__}: {err}"
             ) from err
+
+    @property
+    def recovery(self) -> Recovery | None:
+        """How the trials of dead workers are found in this tuner's storage (None: they are
+        not, because recovery is off or the storage is in memory)."""
+        return Recovery.for_storage(
+            self.open_storage(), self.heartbeat_interval, self.grace_period, self.max_retry
+        )
 
     @property
     def storage_description(self) -> str:
@@ -672,7 +754,8 @@ class Tuner:
         return type(source).__name__
 
     def create_study(self) -> optuna.Study:
-        """Create the study, or load it if it exists (checking that its direction matches).
+        """Create the study, or load it if it exists (checking that it was created with the same
+        settings: see ``resume`` and :mod:`~lightning_tune.tuner.identity`).
 
         Nothing is written to an existing study before the check passes. The sampler is seeded
         with ``seed + number of existing trials`` so that a continued study does not replay the
@@ -681,6 +764,8 @@ class Tuner:
         self.study_dir.mkdir(parents=True, exist_ok=True)
         storage = self.open_storage()
         n_existing = 0
+        identity = study_identity(self)
+        write_identity = True
         try:
             existing = optuna.load_study(study_name=self.study_name, storage=storage)
         except KeyError:
@@ -694,7 +779,7 @@ class Tuner:
                     "the same direction (the existing study was not changed)"
                 )
             existing_trials = existing.get_trials(deepcopy=False)
-            self._check_space_matches(existing_trials)
+            write_identity = self._check_identity(existing, existing_trials, identity)
             n_existing = len(existing_trials)
         # A grid is shuffled by the seed: every process and run must use the same one.
         offset = 0 if self._sampler_source == "grid" else n_existing
@@ -712,12 +797,47 @@ class Tuner:
             pruner=self.pruner,
             load_if_exists=True,
         )
-        self.study.set_user_attr("monitor", self.monitor)
+        if write_identity:
+            self.study.set_user_attr(IDENTITY_ATTR, identity)
+            self.study.set_user_attr("monitor", self.monitor)
         if self.strategy == "pbt":  # round 0 is enqueued once, before any worker starts
             from lightning_tune.tuner.pbt.worker import seed_population
 
             seed_population(self, self.study)
         return self.study
+
+    def _check_identity(
+        self, study: optuna.Study, trials: Sequence[FrozenTrial], identity: dict[str, Any]
+    ) -> bool:
+        """Refuse to continue ``study`` with other settings; return whether to (re)write the
+        identity (a study from before identities were stored, or ``resume="force"``)."""
+        if self.resume == "new":
+            raise StudyIdentityError(
+                f"study {self.study_name!r} already exists in {self.storage_description}; a new "
+                "study needs a name that is not taken (nothing was written)"
+            )
+        stored = study.user_attrs.get(IDENTITY_ATTR)
+        if self.resume == "force":
+            self._check_space_matches(trials)  # what Optuna itself cannot continue
+            return stored != identity
+        if stored is None:  # created before identities were stored: what it has must match
+            monitor = study.user_attrs.get("monitor")
+            changes = (
+                []
+                if monitor in (None, self.monitor)
+                else [f"monitor: {monitor!r} -> {self.monitor!r}"]
+            )
+            self._check_space_matches(trials)
+        else:
+            changes = identity_diff(stored, identity)
+        if changes:
+            raise StudyIdentityError(
+                f"study {self.study_name!r} was created with other settings, so its trials "
+                f"would not compare with new ones: {'; '.join(changes)}. Start a new study "
+                "(`--new-study NAME`, or another `study_name`) or continue this one with the "
+                "new settings on purpose (`--force-resume`, resume='force'); nothing was written"
+            )
+        return stored is None
 
     def _check_space_matches(self, trials: Sequence[FrozenTrial]) -> None:
         """Refuse a search space whose distributions clash with those the study already has
@@ -747,13 +867,24 @@ class Tuner:
         A trial that raises (an error in the module, a NaN metric with ``on_nonfinite="fail"``)
         gets the error in its ``fail_reason`` user attribute before the exception propagates.
         """
+        recovery = self.recovery
+        renewing = (
+            lease(trial.study, self.open_storage(), trial.number, recovery.heartbeat_interval)
+            if recovery is not None and recovery.mode == "lease"
+            else nullcontext()
+        )
         try:
-            return self._run_trial(trial)
+            with renewing:
+                return self._run_trial(trial)
         except optuna.TrialPruned:
             raise
         except Exception as err:
             if "fail_reason" not in trial.user_attrs:
-                trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:4000])
+                reason = " ".join(f"{type(err).__name__}: {err}".split())
+                trial.set_user_attr("fail_reason", reason[:4000])
+            log = write_error_log(self.trial_dir(trial.number), err)
+            if log is not None:
+                trial.set_user_attr("error_log", str(log))
             raise
 
     def _run_trial(self, trial: optuna.Trial) -> float:
@@ -766,10 +897,7 @@ class Tuner:
         trial_dir = self.trial_dir(trial.number)
         if trial_dir.exists():  # an in-memory study run again: trial numbers restart
             shutil.rmtree(trial_dir)
-        # DDP-aware (issue 7): rank 0 decides, all ranks stop together, one report per step.
-        pruning = DistributedOptunaPruning(
-            trial, monitor=self.monitor, on_nonfinite=self.on_nonfinite
-        )
+        pruning = self.pruning_callback(trial)
         callbacks = [*self.build_callbacks(params), pruning]
         diagnosis = None if self.diagnostics is None else diagnostics_callback(self.diagnostics)
         if diagnosis is not None:
@@ -786,16 +914,11 @@ class Tuner:
             )
             callbacks.append(checkpoint)
         loggers = self._trial_loggers(trial.number)
-        trainer = pl.Trainer(
-            **{
-                **_TRAINER_DEFAULTS,
-                **self.trainer_kwargs,
-                "max_epochs": self.max_epochs,
-                "callbacks": callbacks,
-                "logger": loggers or False,
-                "enable_checkpointing": checkpoint is not None,
-                "default_root_dir": str(trial_dir),
-            }
+        trainer = self.make_trainer(
+            callbacks,
+            root=trial_dir,
+            logger=loggers or False,
+            enable_checkpointing=checkpoint is not None,
         )
         for logger in loggers:
             logger.log_hyperparams({**params, "trial": trial.number})
@@ -859,11 +982,14 @@ class Tuner:
     @contextmanager
     def quiet_libraries(self) -> Iterator[None]:
         """Context manager: Lightning and Optuna logs at WARNING, tuning-irrelevant warnings off."""
-        names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")
+        names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", _OPTUNA_TRIAL_LOG)
         levels = {n: logging.getLogger(n).level for n in names}
         verbosity = optuna.logging.get_verbosity()
         for name in names:
             logging.getLogger(name).setLevel(logging.WARNING)
+        # A failed trial is one line from us (traceback in its error.log), not Optuna's
+        # warning with the whole traceback.
+        logging.getLogger(_OPTUNA_TRIAL_LOG).setLevel(logging.ERROR)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             with warnings.catch_warnings():
@@ -882,16 +1008,20 @@ class Tuner:
         not count (for "until the study has N finished trials" use ``run(N, total=True)``).
         Creates or loads the study first if :meth:`create_study` was not called. A trial that
         raises is recorded as FAIL with the error in its ``fail_reason`` user attribute and the
-        sweep goes on; only a monitored metric that is never logged
-        (:class:`~lightning_tune.tuner.pruning.MetricNotFoundError`, a configuration error
-        every trial would repeat) stops the sweep and is raised.
+        sweep goes on (its traceback in the trial's ``error.log``); a monitored metric that is
+        never logged (:class:`~lightning_tune.tuner.pruning.MetricNotFoundError`) or
+        ``max_consecutive_failures`` trials in a row failing with the same error type
+        (:class:`~lightning_tune.tuner.failfast.TooManyFailuresError`) stop the sweep and are
+        raised. Trial 0's objects are built first (:meth:`check_setup`).
         """
         if self.strategy == "pbt":
             return self._run_pbt(timeout)
         _check_budget(n_trials, timeout)
+        self.check_setup()
         study = self.study if self.study is not None else self.create_study()
         progress = _Progress(n_trials, self.monitor, self.max_epochs, self.quiet)
-        config_errors: list[MetricNotFoundError] = []
+        config_errors: list[Exception] = []
+        streak = FailureStreak(self.max_consecutive_failures)
 
         def objective(trial: optuna.Trial) -> float:
             try:
@@ -901,6 +1031,10 @@ class Tuner:
                 raise
 
         def stop_on_config_error(study: optuna.Study, trial: FrozenTrial) -> None:
+            try:
+                streak.add(trial)
+            except TooManyFailuresError as err:
+                config_errors.append(err)
             if config_errors:
                 study.stop()
 
@@ -970,6 +1104,7 @@ class Tuner:
         """
         if self.strategy != "pbt":
             _check_budget(n_trials, timeout)
+        self.check_setup()
         with self.quiet_libraries():
             study = self.create_study()
         if not self.quiet:

@@ -31,19 +31,24 @@ import multiprocessing
 import os
 import pathlib
 import time
-import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
+from lightning_tune.tuner.failfast import (
+    FailureStreak,
+    TooManyFailuresError,
+    add_fail_fast_options,
+)
 from lightning_tune.tuner.grid import announce_grid, grid_slots_left
 from lightning_tune.tuner.pruning import MetricNotFoundError
+from lightning_tune.tuner.recovery import recover_stale_trials
 from lightning_tune.tuner.storage import (
     check_storage,
     describe_storage,
-    heartbeat_enabled,
+    heartbeat_settings,
     resolve_storage,
 )
 
@@ -63,15 +68,6 @@ __all__ = [
 #: Trial states that count towards ``n_trials``.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _ENV_THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-class TooManyFailuresError(RuntimeError):
-    """A worker stopped because its last ``max_consecutive_failures`` trials all failed.
-
-    Example:
-        >>> issubclass(TooManyFailuresError, RuntimeError)
-        True
-    """
 
 
 class SurplusTrialError(RuntimeError):
@@ -115,12 +111,6 @@ def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def _fail_stale_trials(study: optuna.Study) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
 def _objective(
     tuner: Any, study: optuna.Study, n_trials: int, config_errors: list[Exception]
 ) -> Any:
@@ -162,7 +152,8 @@ def run_worker(
     timeout: float | None = None,
     poll_interval: float = 1.0,
     name: str = "worker",
-    max_consecutive_failures: int | None = 10,
+    max_consecutive_failures: int | None = None,
+    check: bool = True,
 ) -> int:
     """Run trials of ``tuner``'s study in this process until it has ``n_trials`` finished ones.
 
@@ -177,9 +168,11 @@ def run_worker(
         timeout: seconds after which this worker starts no new trial.
         poll_interval: seconds between checks while waiting for other workers.
         name: shown in the worker's progress lines.
-        max_consecutive_failures: stop with a :class:`TooManyFailuresError` after this many trials of this
-            worker failed in a row (a broken module would otherwise fail trials forever, since
-            FAIL trials do not count towards ``n_trials``); None: never stop.
+        max_consecutive_failures: stop with a :class:`TooManyFailuresError` after this many
+            trials in a row failed with the same error type (FAIL trials do not count towards
+            ``n_trials``, so a broken module would fail trials forever); None: the tuner's
+            ``max_consecutive_failures``.
+        check: build trial 0's objects first (:meth:`~lightning_tune.tuner.Tuner.check_setup`).
 
     Returns:
         The number of trials this worker ran (any state).
@@ -201,10 +194,14 @@ def run_worker(
         from lightning_tune.tuner.pbt.worker import run_pbt
 
         return run_pbt(tuner, timeout=timeout, poll_interval=poll_interval, name=name)
-    study = tuner.study if tuner.study is not None else tuner.create_study()
-    heartbeat = heartbeat_enabled(tuner.open_storage())
-    deadline = None if timeout is None else time.monotonic() + timeout
     _positive_int("max_consecutive_failures", max_consecutive_failures, allow_none=True)
+    if check:
+        tuner.check_setup()
+    study = tuner.study if tuner.study is not None else tuner.create_study()
+    storage = tuner.open_storage()
+    recovery = tuner.recovery
+    deadline = None if timeout is None else time.monotonic() + timeout
+    streak = FailureStreak(max_consecutive_failures or tuner.max_consecutive_failures)
     config_errors: list[Exception] = []
     objective = _objective(tuner, study, n_trials, config_errors)
     mine: list[optuna.trial.FrozenTrial] = []
@@ -213,11 +210,12 @@ def run_worker(
         _Printer(name, tuner.monitor, tuner.quiet),
         lambda _study, trial: mine.append(trial),
     ]
-    ran = failures = 0
+    ran = 0
+    told_waiting = False
     with tuner.quiet_libraries():
         while deadline is None or time.monotonic() < deadline:
-            if heartbeat:
-                _fail_stale_trials(study)
+            if recovery is not None:
+                recover_stale_trials(study, storage, recovery)
             trials = study.get_trials(deepcopy=False)
             finished = sum(t.state in FINISHED for t in trials)
             if finished >= n_trials:
@@ -225,13 +223,20 @@ def run_worker(
             running = sum(t.state == TrialState.RUNNING for t in trials)
             waiting = any(t.state == TrialState.WAITING for t in trials)
             if grid_slots_left(study, trials) == 0 and not waiting:
-                if not running or not heartbeat:
+                if not running or recovery is None:
                     break  # the whole grid ran (a smaller grid than n_trials ends here)
                 time.sleep(poll_interval)  # the last configurations run elsewhere
                 continue
             if not waiting and finished + running >= n_trials:
-                if not heartbeat:
+                if recovery is None:
                     break  # a dead worker's trial could never be detected: do not wait forever
+                if not told_waiting and not tuner.quiet:
+                    print(
+                        f"[{name}] waiting for {running} running trial(s); a trial whose worker "
+                        f"died is retried {recovery.grace} s after its last heartbeat",
+                        flush=True,
+                    )
+                    told_waiting = True
                 time.sleep(poll_interval)
                 continue
             mine.clear()
@@ -239,22 +244,8 @@ def run_worker(
             ran += 1
             if config_errors:  # every trial would fail the same way
                 raise config_errors[0]
-            last = mine[-1] if mine else None
-            if (
-                last is not None
-                and last.state == TrialState.FAIL
-                and not last.user_attrs.get("surplus")
-            ):
-                failures += 1
-            else:
-                failures = 0
-            if max_consecutive_failures is not None and failures >= max_consecutive_failures:
-                reason = last.user_attrs.get("fail_reason", "") if last is not None else ""
-                raise TooManyFailuresError(
-                    f"{failures} trials in a row failed in {name} (last: trial "
-                    f"{last.number if last else '?'}: {reason}); stopping instead of failing "
-                    "more trials"
-                )
+            for trial in mine:
+                streak.add(trial)
     return ran
 
 
@@ -332,13 +323,14 @@ def _worker_process(
     import torch
 
     torch.set_num_threads(threads)
-    storage = resolve_storage(storage_spec, study_dir, in_memory_ok=False, **heartbeat)
+    settings = heartbeat_settings(storage_spec, **heartbeat)
+    storage = resolve_storage(storage_spec, study_dir, in_memory_ok=False, **settings)
     tuner = _build_tuner(source, storage, overrides)
     study = tuner.create_study()
     if index > 0:
         # Same seed in every worker would make seeded samplers propose the same parameters.
         study.sampler.reseed_rng()
-    run_worker(tuner, n_trials, timeout=timeout, name=f"worker {index}")
+    run_worker(tuner, n_trials, timeout=timeout, name=f"worker {index}", check=False)
 
 
 def run_workers(
@@ -348,7 +340,7 @@ def run_workers(
     *,
     timeout: float | None = None,
     threads_per_worker: int | None = None,
-    heartbeat_interval: int = 10,
+    heartbeat_interval: int | None = 10,
     grace_period: int | None = None,
     max_retry: int | None = 3,
     overrides: Mapping[str, Any] | None = None,
@@ -364,7 +356,8 @@ def run_workers(
         n_workers: worker processes to start.
         timeout: seconds after which no worker starts a new trial.
         threads_per_worker: torch CPU threads per worker (default: an equal share).
-        heartbeat_interval: seconds between heartbeats of running trials.
+        heartbeat_interval: seconds between heartbeats of running trials (a lease on a
+            journal file); None turns crash recovery off.
         grace_period: seconds without a heartbeat before a trial counts as dead
             (default ``2 * heartbeat_interval``).
         max_retry: how often a dead worker's trial is retried with its parameters.
@@ -407,9 +400,11 @@ def run_workers(
             f"path, not a {type(storage_spec).__name__} object"
         )
     storage_spec = None if storage_spec is None else os.fspath(storage_spec)
-    check_storage(storage_spec, in_memory_ok=False, **heartbeat)
+    parent.check_setup()  # once, before any worker starts or anything is written
+    check_storage(storage_spec, in_memory_ok=False)
+    settings = heartbeat_settings(storage_spec, **heartbeat)
     study_dir = str(parent.study_dir)
-    storage = resolve_storage(storage_spec, study_dir, in_memory_ok=False, **heartbeat)
+    storage = resolve_storage(storage_spec, study_dir, in_memory_ok=False, **settings)
     # Created here once, so that the workers only load it.
     study = _build_tuner(source, storage, overrides).create_study()
     announce_grid(study, n_trials, quiet=parent.quiet)
@@ -484,8 +479,10 @@ def tune_with_workers(
         raise ValueError("parallel workers need `n_trials` (finished trials to reach)")
     merged = {**cfg, **overrides}
     heartbeat = {
-        "heartbeat_interval": merged.get("heartbeat_interval", 10),
-        "grace_period": merged.get("grace_period"),
+        "heartbeat_interval": merged.get("heartbeat_interval", 10) or None,  # 0: off
+        "grace_period": merged.get("grace_period")
+        if merged.get("heartbeat_interval", 10)
+        else None,
         "max_retry": merged.get("max_retry", 3),
     }
     study = run_workers(
@@ -539,16 +536,22 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     study_dir = pathlib.Path(args.output_dir or cfg.get("output_dir") or "lightning_tune_runs")
-    storage = resolve_storage(
-        args.storage,
-        study_dir / args.study,
-        in_memory_ok=False,
-        heartbeat_interval=args.heartbeat_interval,
-        grace_period=args.grace_period,
-        max_retry=args.max_retry,
-    )
-    overrides = {"study_name": args.study, "output_dir": args.output_dir, "storage": storage}
+    interval = args.heartbeat_interval or None  # 0: crash recovery off
+    check_storage(args.storage, in_memory_ok=False)
+    settings = heartbeat_settings(args.storage, interval, args.grace_period, args.max_retry)
+    storage = resolve_storage(args.storage, study_dir / args.study, in_memory_ok=False, **settings)
+    overrides = {
+        "study_name": args.study,
+        "output_dir": args.output_dir,
+        "storage": storage,
+        "heartbeat_interval": interval if interval is not None else 0,
+        "grace_period": args.grace_period,
+        "max_retry": args.max_retry,
+        "preflight": False if args.no_preflight else None,
+        "max_consecutive_failures": args.max_failures,
+    }
     tuner = tuner_from_config(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    tuner.check_setup()
     study = tuner.create_study()
     study.sampler.reseed_rng()  # workers on other machines use the same config and seed
     ran = run_worker(tuner, n_trials, timeout=args.timeout, name=f"worker {os.getpid()}")
@@ -601,7 +604,8 @@ def add_worker_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "--heartbeat-interval",
         type=int,
         default=10,
-        help="seconds between heartbeats of a running trial (default 10)",
+        help="seconds between heartbeats of a running trial (default 10; 0 turns crash "
+        "recovery off)",
     )
     parser.add_argument(
         "--grace-period",
@@ -612,4 +616,5 @@ def add_worker_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-retry", type=int, default=3, help="retries of a dead worker's trial (default 3)"
     )
+    add_fail_fast_options(parser)
     parser.set_defaults(func=_cmd_worker)

@@ -70,6 +70,41 @@ def test_median_pruning_respects_startup_and_warmup(
         assert trainer.current_epoch == pruned_at + 1
 
 
+@pytest.mark.parametrize(
+    ("extra", "max_epochs", "last_prunable"),
+    [
+        ({}, 6, 4),  # one validation per epoch: steps 0-5, step 5 is the final one
+        ({"val_check_interval": 0.5}, 3, 4),  # two per epoch: the mid-epoch one of the last epoch
+        ({"max_steps": 12}, 10, 1),  # max_steps ends fit after 3 of 10 epochs (4 batches each)
+    ],
+)
+def test_a_trial_is_never_pruned_at_its_final_validation(
+    trainer_kwargs, extra, max_epochs, last_prunable
+):
+    """Worse than the median at every step, warmup up to the step under test: the last
+    prunable validation prunes, the final validation (full budget used) never does."""
+    kwargs = {**trainer_kwargs, **extra}
+    batch_size = 2 if extra else 4  # 4 or 2 training batches per epoch
+    for warmup, pruned in ((last_prunable, True), (last_prunable + 1, False)):
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=warmup)
+        study = optuna.create_study(pruner=pruner)
+        good = study.ask()
+        _, done = _fit(ScriptedModule([1.0] * 12, batch_size=batch_size), good, kwargs, max_epochs)
+        study.tell(good, done.values[-1])
+        trial = study.ask()
+        _, pruning = _fit(
+            ScriptedModule([5.0] * 12, batch_size=batch_size), trial, kwargs, max_epochs
+        )
+        assert pruning.pruned is pruned
+        assert pruning.validations == done.validations if not pruned else last_prunable + 1
+        if pruned:
+            with pytest.raises(optuna.TrialPruned):
+                pruning.check()
+        else:
+            pruning.check()  # completes
+            assert len(pruning.values) == last_prunable + 2
+
+
 def test_step_stays_unique_with_several_validations_per_epoch(trainer_kwargs):
     study = optuna.create_study()
     trial = study.ask()

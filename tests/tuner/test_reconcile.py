@@ -252,7 +252,7 @@ def test_a_sweep_whose_trials_keep_failing_stops_instead_of_looping(tmp_path):
         study.enqueue_trial({"lr": 0.05})
     with pytest.raises(
         TooManyFailuresError,
-        match=r"2 trials in a row failed in worker .*"
+        match=r"2 trials in a row failed with RuntimeError .*"
         r"RuntimeError: lr 0.05 is too large",
     ):
         run_worker(tuner, n_trials=3, max_consecutive_failures=2)

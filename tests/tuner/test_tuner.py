@@ -244,7 +244,7 @@ def test_the_trial_value_is_the_best_or_the_last_validation(
 
 def test_missing_metric_is_an_error_naming_the_logged_ones(tmp_path):
     tuner = Tuner(
-        lambda p: ScriptedModule([1.0]),
+        lambda p: ScriptedModule([p["x"]]),
         {"x": Float(0.0, 1.0)},
         monitor="val_acc",
         pruner="none",
@@ -425,10 +425,11 @@ def test_unified_lightning_objects_are_refused_with_a_hint(tmp_path):
 
 
 def test_an_existing_study_with_a_clashing_search_space_is_refused_and_untouched(tmp_path):
-    def tuner(space):
+    def tuner(space, resume="check"):
         return Tuner(
-            lambda p: ScriptedModule([1.0]),
+            lambda p: ScriptedModule([p["x"] + p["batch_size"]]),
             space,
+            resume=resume,
             output_dir=tmp_path,
             study_name="c",
             max_epochs=1,
@@ -442,12 +443,19 @@ def test_an_existing_study_with_a_clashing_search_space_is_refused_and_untouched
     tuner({"batch_size": PowerOfTwo(16, 32), "x": Float(0.0, 1.0)}).optimize(n_trials=1)
     with pytest.raises(
         ValueError,
+        match=r"study 'c' was created with other settings.*"
+        r"search_space\.batch_size\.high: 32 -> 64",
+    ):
+        tuner({"batch_size": PowerOfTwo(16, 64), "x": Float(0.0, 1.0)}).optimize(n_trials=1)
+    # even forced, a clash Optuna cannot sample from is refused before any trial
+    with pytest.raises(
+        ValueError,
         match=r"search space `batch_size` is .* but study 'c' already "
         r"sampled it from .*choices=\(16, 32\)",
     ):
-        tuner({"batch_size": PowerOfTwo(16, 64), "x": Float(0.0, 1.0)}).optimize(n_trials=1)
-    # a compatible change (a wider float range) continues the study
-    tuner({"batch_size": PowerOfTwo(16, 32), "x": Float(0.0, 2.0)}).optimize(n_trials=1)
+        tuner({"batch_size": PowerOfTwo(16, 64), "x": Float(0.0, 1.0)}, "force").optimize(1)
+    # a compatible change (a wider float range) continues the study when forced
+    tuner({"batch_size": PowerOfTwo(16, 32), "x": Float(0.0, 2.0)}, "force").optimize(n_trials=1)
     study = optuna.load_study(study_name="c", storage=f"sqlite:///{tmp_path / 'c' / 'study.db'}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
 

@@ -1,0 +1,165 @@
+"""Storage files that never get worse: torn journals repaired, errors explained, schema races retried.
+
+* A journal file whose last record is partial (the disk filled up, the machine lost power in the
+  middle of a write) would make Optuna append the next record to the torn one, and the whole
+  file unreadable. :func:`repair_journal` finds a torn last record before the file is opened,
+  copies the file to ``<file>.torn-<time>.bak`` and trims the partial record, under Optuna's own
+  journal lock; a journal damaged anywhere else is refused with the line number.
+* :class:`StorageError`: a storage file that cannot be used (read-only directory, a parent that
+  is a file, not a database, corrupted, disk full), with the path and what to do, raised before
+  the file is changed.
+* :func:`retry_schema_race`: two workers started at the same moment on a database that does not
+  exist yet both create its tables; the loser sees ``already exists`` / a unique violation and
+  simply opens the storage again.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+__all__ = ["StorageError", "repair_journal", "retry_schema_race", "sqlite_error"]
+
+T = TypeVar("T")
+
+#: Substrings of database errors raised when a concurrent worker created the schema first.
+_SCHEMA_RACE = (
+    "already exists",
+    "unique constraint",
+    "uniqueviolation",
+    "duplicate key",
+    "unique violation",
+)
+
+
+class StorageError(RuntimeError):
+    """A storage file that cannot be used as it is; the message names the path and the fix.
+
+    Example:
+        >>> issubclass(StorageError, RuntimeError)
+        True
+    """
+
+
+def sqlite_error(path: pathlib.Path, err: BaseException) -> StorageError:
+    """A :class:`StorageError` for a SQLite file ``path`` that failed with ``err``.
+
+    Example:
+        >>> import sqlite3
+        >>> print(sqlite_error(pathlib.Path("x.db"), sqlite3.DatabaseError("file is not a database")))
+        cannot use x.db as a SQLite study storage: file is not a database. It is not a SQLite database (or it is damaged): pass another --storage path, or restore the file from a backup (the file was not changed)
+    """
+    text = " ".join(str(err).split()) or type(err).__name__
+    lowered = text.lower()
+    if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+        fix = (
+            "It is not a SQLite database (or it is damaged): pass another --storage path, or "
+            "restore the file from a backup"
+        )
+    elif "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
+        fix = f"Its directory {path.parent} is not writable: make it writable or pick another path"
+    elif (
+        "disk is full" in lowered or "no space" in lowered or "database or disk is full" in lowered
+    ):
+        fix = "The disk is full: free some space and run the same command again"
+    elif isinstance(err, (NotADirectoryError, FileExistsError)):
+        fix = "A parent of the path is a file, not a directory: pick another path"
+    elif "unable to open" in lowered:
+        fix = f"Check that {path.parent} exists and is a writable directory, or pick another path"
+    else:
+        fix = "Check the path, its directory's permissions and the free disk space"
+    return StorageError(
+        f"cannot use {path} as a SQLite study storage: {text}. {fix} (the file was not changed)"
+    )
+
+
+def _torn_tail(path: pathlib.Path) -> tuple[int, int] | None:
+    """``(keep, lines)``: bytes to keep and complete records, if the last record is torn."""
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        lines = data.split(b"\n")[:-1] if data else []
+        for number, line in enumerate(lines, start=1):
+            try:
+                json.loads(line)
+            except ValueError:
+                raise StorageError(
+                    f"the journal file {path} is damaged at line {number} of {len(lines)} (not "
+                    "a complete record), so the study cannot be read: restore the file from a "
+                    "backup or start a new study with another storage path (the file was not "
+                    "changed)"
+                ) from None
+        return None
+    keep = data.rfind(b"\n") + 1
+    return keep, data[:keep].count(b"\n")
+
+
+def repair_journal(path: pathlib.Path) -> pathlib.Path | None:
+    """Trim a torn last record of the journal file ``path``; return the backup, if one was made.
+
+    Holds Optuna's journal lock, so a live worker's append is never mistaken for a torn record.
+
+    Example:
+        >>> import tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "study.log"
+        >>> _ = path.write_text('{"op_code": 0}\\n{"op_co')
+        >>> backup = repair_journal(path)  # and a message on stderr
+        >>> path.read_text(), backup.read_text().endswith('{"op_co')
+        ('{"op_code": 0}\\n', True)
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    lock = JournalFileSymlinkLock(str(path))
+    if not lock.acquire():
+        return None
+    try:
+        torn = _torn_tail(path)
+        if torn is None:
+            return None
+        keep, records = torn
+        backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}.bak")
+        try:
+            shutil.copy2(path, backup)
+            with path.open("r+b") as f:
+                f.truncate(keep)
+        except OSError as err:
+            raise StorageError(
+                f"the journal file {path} ended with a partial record and could not be "
+                f"repaired ({err}); free disk space or make it writable, then run again (the "
+                "file was not changed)"
+            ) from None
+    finally:
+        lock.release()
+    print(
+        f"lightning-tune: the journal file {path} ended with a partial record (an interrupted "
+        f"write): trimmed it to its {records} complete records; the original is in {backup}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return backup
+
+
+def retry_schema_race(open_storage: Callable[[], T], attempts: int = 5) -> T:
+    """``open_storage()``, again after a short random wait when a concurrent worker was creating
+    the same database schema (tables or Alembic's version row ``already exist``).
+
+    Example:
+        >>> retry_schema_race(lambda: "opened")
+        'opened'
+    """
+    for attempt in range(attempts):
+        try:
+            return open_storage()
+        except Exception as err:
+            text = f"{type(err).__name__} {err}".lower()
+            if attempt == attempts - 1 or not any(s in text for s in _SCHEMA_RACE):
+                raise
+            time.sleep(0.2 + random.random() * 0.5)
+    raise AssertionError("unreachable")  # pragma: no cover
