@@ -205,10 +205,11 @@ def check_setup(tuner: Any, run_batches: bool) -> None:
 
     import optuna
 
-    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=tuner.seed)).ask()
     step = "sampling the search space"
     try:
         with tuner.quiet_libraries():
+            sampler = optuna.samplers.RandomSampler(seed=tuner.seed)
+            trial = optuna.create_study(sampler=sampler).ask()
             params = dict(tuner.search_space.suggest(trial))
             reads: set[str] = set()
             tracked = TrackedParams(params, reads)

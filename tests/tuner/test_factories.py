@@ -98,7 +98,9 @@ def test_each_pruner_name_builds_its_optuna_class_from_the_api(tmp_path, name):
 def test_threshold_pruner_kwargs_reach_the_sweep(tmp_path):
     tuner = _tuner(
         tmp_path,
-        module=lambda p: ScriptedModule(values=[5.0, 1.0, 1.0]),
+        module=lambda p: ScriptedModule(
+            values=[5.0 + 0 * p["x"], 1.0, 1.0], batch_size=p["batch_size"]
+        ),
         pruner="threshold",
         pruner_kwargs={"upper": 2.0},
     )
