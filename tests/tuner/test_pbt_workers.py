@@ -1,0 +1,143 @@
+"""PBT with several worker processes and killed workers: real SQLite, journal and PostgreSQL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pathlib
+import signal
+import threading
+import time
+
+import optuna
+import pytest
+import pytorch_lightning as pl
+from optuna.trial import TrialState
+
+from lightning_tune import DigitsDataModule, TimmClassifier
+from lightning_tune.tuner import Tuner
+from lightning_tune.tuner.storage import resolve_storage
+from lightning_tune.tuner.workers import run_worker, run_workers
+
+# postgres_server_url / postgres_url: a real server (tests/postgres_fixture.py).
+pytest_plugins = ["postgres_fixture"]
+
+SPACE = {
+    "lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
+    "weight_decay": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+}
+
+
+class SlowSteps(pl.Callback):
+    """Makes each training step last a while, so a worker can be killed in the middle."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        time.sleep(self.seconds)
+
+
+def _tuner(tmp_path, storage, pbt, callbacks=None, max_epochs=2, **kwargs) -> Tuner:
+    return Tuner(
+        TimmClassifier,
+        SPACE,
+        module_kwargs={"model_name": "test_resnet"},
+        datamodule=DigitsDataModule,
+        datamodule_kwargs={"image_size": 8, "train_fraction": 0.2, "batch_size": 32},
+        callbacks=callbacks,
+        strategy="pbt",
+        pbt=pbt,
+        max_epochs=max_epochs,
+        storage=storage,
+        study_name="pbt-workers",
+        output_dir=tmp_path,
+        loggers=(),
+        quiet=True,
+        trainer_kwargs={"accelerator": "cpu", "devices": 1, "limit_train_batches": 2,
+                        "limit_val_batches": 1, "num_sanity_val_steps": 0},
+        **kwargs,
+    )  # fmt: skip
+
+
+def _assert_population(study: optuna.Study, population: int, rounds: int) -> None:
+    """Every (member, round) COMPLETE exactly once; anything else never trained."""
+    complete: dict[tuple[int, int], int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        info = trial.user_attrs["pbt"]
+        key = (info["member"], info["round"])
+        if trial.state == TrialState.COMPLETE:
+            assert key not in complete, f"segment {key} trained twice"
+            complete[key] = trial.number
+            assert pathlib.Path(trial.user_attrs["checkpoint"]).exists()
+        else:
+            assert trial.state == TrialState.FAIL, trial
+            assert "duplicate" in trial.user_attrs["fail_reason"], trial.user_attrs
+    assert sorted(complete) == [(m, r) for m in range(population) for r in range(rounds)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("storage", "mode", "population"),
+    [
+        ("default", "async", 3),
+        ("journal", "sync", 2),
+        pytest.param("postgres", "sync", 2, marks=pytest.mark.postgres),
+    ],
+)
+def test_two_worker_processes_finish_a_population_without_duplicates(
+    request, tmp_path, storage, mode, population
+):
+    spec = {
+        "default": None,
+        "journal": f"journal:{tmp_path / 'study.log'}",
+    }.get(storage) or (request.getfixturevalue("postgres_url") if storage == "postgres" else None)
+    pbt = {"population": population, "interval": 1, "mode": mode}
+    tuner = _tuner(tmp_path, spec, pbt)
+    heartbeat = {"heartbeat_interval": None} if storage == "journal" else {}
+    study = run_workers(tuner, 2 * population, n_workers=2, **heartbeat)
+    _assert_population(study, population=population, rounds=2)
+    exploited = [t for t in study.trials if t.user_attrs["pbt"]["donor"] is not None]
+    if mode == "sync":  # the worse of two members always copies the better one
+        assert len(exploited) == 1
+    result = _tuner(tmp_path, spec, pbt).result(plots=False)
+    final = result.report_files["pbt_final"].read_text()
+    assert final.count("\n") == 1 + population  # header + one line per member
+
+
+def test_a_killed_workers_member_resumes_from_its_last_epoch_and_the_population_completes(
+    tmp_path,
+):
+    heartbeat = {"heartbeat_interval": 1, "grace_period": 3}
+    pbt = {"population": 2, "interval": 2}
+    tuner = _tuner(tmp_path, None, pbt, callbacks=[SlowSteps(0.4)], max_epochs=4)
+    watcher = resolve_storage(None, tuner.study_dir)
+    sweep = threading.Thread(target=run_workers, args=(tuner, 4, 1), kwargs=heartbeat)
+    sweep.start()
+    last = tuner.study_dir.resolve() / "pbt" / "member_00" / "round_000" / "last.ckpt"
+    # Kill the worker inside its first segment, after its first epoch was checkpointed.
+    deadline = time.monotonic() + 120
+    while not last.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert last.exists()
+    (worker,) = multiprocessing.active_children()
+    os.kill(worker.pid, signal.SIGKILL)
+    sweep.join(timeout=60)
+    study = optuna.load_study(study_name="pbt-workers", storage=watcher)
+    (killed,) = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert killed.user_attrs["pbt"]["member"] == 0
+
+    time.sleep(4)  # the heartbeat is now older than the grace period
+    survivor = _tuner(tmp_path, resolve_storage(None, tuner.study_dir, **heartbeat), pbt,
+                      max_epochs=4)  # fmt: skip
+    run_worker(survivor, n_trials=4)
+    trials = study.get_trials(deepcopy=False)
+    assert trials[killed.number].state == TrialState.FAIL
+    (retried,) = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert retried.state == TrialState.COMPLETE
+    assert retried.user_attrs["resumed_from"] == str(last)  # not from scratch: from epoch 1
+    assert retried.user_attrs["pbt"]["epochs"] == [0, 2]
+    assert sorted(retried.intermediate_values) == [1]  # only the second epoch was trained again
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted((t.user_attrs["pbt"]["member"], t.user_attrs["pbt"]["round"]) for t in complete) == [
+        (0, 0), (0, 1), (1, 0), (1, 1)]  # fmt: skip
