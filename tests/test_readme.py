@@ -46,3 +46,21 @@ def test_callbacks_at_a_glance_runs(tmp_path, monkeypatch):
         "EarlyStopping",
         "LayerFreezing",
     } <= names
+
+
+def test_population_based_training_example_runs(tmp_path, monkeypatch):
+    code = _block_after("## Population-based training")
+    small = code.replace('"population": 4, "interval": 2', '"population": 2, "interval": 1')
+    small = small.replace("max_epochs=8", "max_epochs=2").replace(
+        '{"accelerator": "cpu"}',
+        '{"accelerator": "cpu", "limit_train_batches": 2, "limit_val_batches": 1}',
+    )
+    assert small.count("population") == code.count("population") and small != code
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(small, "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert len(result.study.trials) == 4
+    assert (
+        tmp_path / "lightning_tune_runs" / "lightning_tune" / "report" / "pbt_lineage.png"
+    ).exists()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import pathlib
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -141,3 +144,30 @@ def test_a_killed_workers_member_resumes_from_its_last_epoch_and_the_population_
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert sorted((t.user_attrs["pbt"]["member"], t.user_attrs["pbt"]["round"]) for t in complete) == [
         (0, 0), (0, 1), (1, 0), (1, 1)]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_bundled_pbt_config_runs_from_the_command_line(tmp_path):
+    from lightning_tune.tuner.config import bundled_config, load_config, tuner_from_config
+
+    cfg = load_config(bundled_config("digits_pbt"))
+    tuner = tuner_from_config(cfg, storage="memory")
+    assert tuner.strategy == "pbt" and tuner.pbt_plan.config.population == 4
+    assert tuner.pbt_plan.mutable == ("lr", "weight_decay", "label_smoothing")
+    small = tmp_path / "pbt.yaml"
+    text = bundled_config("digits_pbt").read_text()
+    text = text.replace("population: 4", "population: 2").replace("max_epochs: 8", "max_epochs: 2")
+    text = text.replace("interval: 2 ", "interval: 1 ").replace("image_size: 16", "image_size: 8")
+    small.write_text(text + "  limit_train_batches: 2\n  limit_val_batches: 1\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "lightning_tune.cli", "tune", "--config", str(small),
+               "--output-dir", str(tmp_path), "--quiet"]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])["tune"]
+    assert summary["states"] == {"COMPLETE": 4}
+    report = tmp_path / "digits_pbt" / "report"
+    assert (report / "pbt_lineage.png").exists() and (report / "pbt_schedule.png").exists()
+    # Running the same command again: the population is complete, nothing more is trained.
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert json.loads(again.stdout.strip().splitlines()[-1])["tune"]["states"] == {"COMPLETE": 4}
