@@ -3,7 +3,7 @@
 Task: ``TimmClassifier("test_resnet")`` (AdamW) on the digits at 8 px, half of the training
 split, ``val_loss`` minimized; search space ``lr`` in [1e-4, 1e-1] and ``weight_decay`` in
 [1e-5, 1e-1], both log-uniform. Every arm trains the same number of epochs in total,
-``population * max_epochs`` (default 4 x 8 = 32):
+``population * max_epochs`` (default 4 x 6 = 24):
 
 * ``pbt``: ``Tuner(strategy="pbt")``, population 4, interval 2 epochs, quantile 0.25, async
   (the default), both parameters mutable, in-memory study, one process;
@@ -77,7 +77,7 @@ def _tuner(name: str, seed: int, args: argparse.Namespace, out: str, **kwargs: A
         module_kwargs={"model_name": "test_resnet"},
         datamodule=DigitsDataModule,
         datamodule_kwargs=DATA,
-        callbacks=[Record],
+        callbacks=[lambda params: Record(params)],
         max_epochs=args.max_epochs,
         storage="memory",
         study_name=f"{name}-{seed}",
@@ -155,6 +155,9 @@ def run_ray(seed: int, args: argparse.Namespace, out: str) -> None:
         resample_probability=0.25,
         perturbation_factors=(1.2, 0.8),
     )
+    # A shared, loaded machine: Ray's memory monitor would kill trials that are fine.
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         tuner = tune.Tuner(
@@ -166,6 +169,7 @@ def run_ray(seed: int, args: argparse.Namespace, out: str) -> None:
                 scheduler=scheduler,
                 num_samples=args.population,
                 search_alg=tune.search.BasicVariantGenerator(random_state=seed),
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=f"ray-{seed}",
@@ -249,7 +253,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--population", type=int, default=4)
     parser.add_argument("--interval", type=int, default=2)
-    parser.add_argument("--max-epochs", type=int, default=8)
+    parser.add_argument("--max-epochs", type=int, default=6)
     parser.add_argument("--jsonl", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
