@@ -563,3 +563,43 @@ def test_per_group_floors_match_torch_run_per_group():
 def test_bad_floors(factory, error, match):
     with pytest.raises(error, match=match):
         factory()
+
+
+@pytest.mark.parametrize("factor", [0.0, 1.0])
+def test_both_ends_of_a_factor_range_are_accepted(factor):
+    # [0, 1] is closed: 1.0 makes the schedule flat at the peak, 0.0 ends at zero
+    assert Cosine(min_factor=factor)(10, 10) == factor
+    assert Linear(end_factor=factor)(10, 10) == factor
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda v: Cosine(min_factor=v), "min_factor"),
+        (lambda v: Linear(end_factor=v), "end_factor"),
+        (lambda v: Polynomial(end_factor=v), "end_factor"),
+        (lambda v: CosineRestarts(period=2, min_factor=v), "min_factor"),
+        (lambda v: Exponential(gamma=v), "gamma"),
+        (lambda v: Step(step_size=2, gamma=v), "gamma"),
+        (lambda v: MultiStep(milestones=(2,), gamma=v), "gamma"),
+    ],
+)
+@pytest.mark.parametrize("value", [-0.1, 1.01, 1.5])
+def test_factors_outside_0_1_are_refused(make, name, value):
+    with pytest.raises(ValueError, match=rf"`{name}` must be in [\[(]0, 1\], but got"):
+        make(value)
+
+
+def test_a_cosine_warmup_from_a_start_factor():
+    # half way through a cosine warmup the LR is half way between the start and the peak
+    assert warmup_factor(2, 4, 0.2, "cosine") == pytest.approx(0.6)
+    assert warmup_factor(1, 4, 0.2, "cosine") == pytest.approx(
+        0.2 + 0.8 * 0.5 * (1 - math.cos(math.pi / 4))
+    )
+    assert warmup_factor(0, 4, 0.2, "cosine") == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("gamma", [0.0, -0.5, 1.5])
+def test_a_cyclic_gamma_outside_0_1_is_refused(gamma):
+    with pytest.raises(ValueError, match=r"`gamma` must be in \(0, 1\], but got gamma="):
+        Cyclic(step_size_up=2, mode="exp_range", gamma=gamma)

@@ -278,6 +278,36 @@ def test_postgresql_url_opens_an_rdb_storage_and_hides_the_password(postgres_url
     ]
 
 
+@pytest.mark.postgres
+def test_a_connection_the_server_dropped_is_replaced_not_an_error(postgres_url, tmp_path):
+    # a long sweep outlives idle connections (server restart, NAT timeout): the pool checks a
+    # connection before using it and opens a new one
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    name = f"lt_drop_{uuid.uuid4().hex[:8]}"
+    url = make_url(postgres_url).update_query_dict({"application_name": name})
+    storage = resolve_storage(url.render_as_string(hide_password=False), tmp_path)
+    study = optuna.create_study(study_name="dropped", storage=storage)
+    study.optimize(_objective, n_trials=1)
+    admin = psycopg2.connect(
+        host=url.host, port=url.port, user=url.username, password=url.password,
+        dbname=url.database,
+    )  # fmt: skip
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (name,),
+            )
+            assert cursor.fetchall()  # the storage's pooled connection was dropped
+    finally:
+        admin.close()
+    study.optimize(_objective, n_trials=1)
+    assert len(study.trials) == 2
+
+
 # --- several processes, crash recovery ----------------------------------------------------
 
 

@@ -193,10 +193,11 @@ def test_a_killed_worker_is_detected_by_heartbeat_and_its_trial_retried(tmp_path
     # Kill the worker in the middle of its first trial: running, one validation reported.
     assert _wait_for(lambda: any(
         t.state == TrialState.RUNNING and t.intermediate_values
-        for t in _trials(watcher_storage)), timeout=120)  # fmt: skip
+        for t in _trials(watcher_storage)), timeout=480)  # fmt: skip  # a loaded machine
     (worker,) = multiprocessing.active_children()
     os.kill(worker.pid, signal.SIGKILL)
-    sweep.join(timeout=60)
+    sweep.join(timeout=480)
+    assert not sweep.is_alive()
     (killed,) = _trials(watcher_storage)
     assert killed.state == TrialState.RUNNING  # nobody has noticed yet
 
