@@ -76,7 +76,16 @@ def import_graph(root: pathlib.Path) -> dict[str, set[str]]:
     for name, path in known.items():
         tree = ast.parse(path.read_text())
         is_package = path.name == "__init__.py"
+        typing_only = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for stmt in node.body
+            for inner in ast.walk(stmt)
+        }
         for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue  # imports for type hints only are no run-time dependency
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
