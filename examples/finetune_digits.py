@@ -3,9 +3,8 @@
 1. pretrain ``test_resnet`` on the digits 0-4 and save its weights to a local file;
 2. load that file through ``TimmClassifier(pretrained=path)`` (a new 5-class head is created);
 3. fine-tune on the digits 5-9 with only ``--fraction`` of their training labels, with the
-   recipe the README recommends: gradual unfreezing with layer-wise LR decay and a warmup for
-   each newly unfrozen group (:class:`LayerFreezing`), a warmup + cosine schedule
-   (:class:`LRSchedule`) and label smoothing.
+   fine-tuning preset (:func:`lightning_tune.recipes.finetune`): its schedule follows the run's
+   length in optimizer steps, and the LR comes from a short range test unless ``--lr`` is given.
 
 About a minute on a laptop CPU::
 
@@ -22,7 +21,8 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_tune import DigitsDataModule, TimmClassifier
-from lightning_tune.callbacks import LabelSmoothing, LayerFreezing, LRSchedule
+from lightning_tune.callbacks import LRSchedule
+from lightning_tune.recipes import finetune
 
 
 def trainer(epochs: int, callbacks: list) -> pl.Trainer:
@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.1, help="labels kept for 5-9")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--pretrain-epochs", type=int, default=15)
+    parser.add_argument("--lr", type=float, default=None, help="default: from a range test")
     parser.add_argument(
         "--weights",
         type=Path,
@@ -67,13 +68,10 @@ def main() -> None:
         target = DigitsDataModule(
             image_size=32, batch_size=8, classes=[5, 6, 7, 8, 9], train_fraction=args.fraction
         )
-        model = TimmClassifier(args.model, num_classes=5, lr=3e-3, pretrained=str(weights))
-        callbacks = [
-            LayerFreezing("gradual", unfreeze_at_epoch=1, lr_decay=0.9, warmup_steps=4),
-            LRSchedule("cosine", warmup=0.1),
-            LabelSmoothing(0.1),
-        ]
-        fit = trainer(args.epochs, callbacks)
+        model = TimmClassifier(args.model, num_classes=5, pretrained=str(weights))
+        plan = finetune(model, target, max_epochs=args.epochs, lr=args.lr)
+        print(plan)
+        fit = trainer(args.epochs, plan.callbacks)
         fit.fit(model, target)
         result = fit.test(model, target, verbose=False)[0]
     print(

@@ -86,3 +86,39 @@ def test_is_my_training_healthy_runs_and_lists_every_code(tmp_path, monkeypatch)
     section = text[text.index(heading) :]
     for name in CODES:
         assert f"`{name}`" in section
+
+
+def test_finetuning_preset_example_runs(tmp_path, monkeypatch):
+    code = _block_after("## Fine-tuning a pretrained model: the preset first")
+    # lr given: the range test of the README's default path runs in tests/test_recipes.py
+    small = code.replace("max_epochs=30)  #", "max_epochs=2, lr=1e-3)  #").replace(
+        "pl.Trainer(max_epochs=30, callbacks=plan.callbacks)",
+        "pl.Trainer(max_epochs=2, callbacks=plan.callbacks, limit_val_batches=0, "
+        "enable_progress_bar=False, logger=False, enable_checkpointing=False, "
+        "enable_model_summary=False)",
+    )
+    assert small.count("max_epochs=2") == 2, "the README example changed: update this test"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(small, "README.md", "exec"), namespace)
+    plan, trainer = namespace["plan"], namespace["trainer"]
+    assert plan.lr_source == "given" and plan.total_steps == 2 * 2  # 63 images, batch 32
+    assert trainer.current_epoch == 2
+
+
+def test_step_aware_freezing_example_runs(tmp_path, monkeypatch):
+    code = _block_after("## Fine-tuning: layer freezing and gradual unfreezing")
+    small = code.replace(
+        "max_epochs=30,",
+        "max_epochs=3, limit_val_batches=0, enable_progress_bar=False, logger=False, "
+        "enable_checkpointing=False, enable_model_summary=False,",
+    )
+    assert small != code, "the README example changed: update this test"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(small, "README.md", "exec"), namespace)
+    trainer = namespace["trainer"]
+    freezing = next(cb for cb in trainer.callbacks if type(cb).__name__ == "LayerFreezing")
+    # 63 images at batch 32: 2 steps per epoch, 6 in all; 10 % of 6 is step 1, then every step
+    assert [step for step, _ in freezing.step_schedule()] == [1, 2, 3, 4, 5]
+    assert trainer.global_step == 6
