@@ -299,7 +299,7 @@ def tuner_from_config(cfg: Mapping[str, Any], **overrides: Any) -> Tuner:
         callbacks.append(_factory(cls, kwargs, match_names=False))
 
     sampler, sampler_kwargs = _named(cfg, "sampler", "tpe")
-    pruner, pruner_kwargs = _named(cfg, "pruner", None)
+    pruner, pruner_kwargs = _named(cfg, "pruner", "auto")
     options = {
         k: cfg[k]
         for k in (

@@ -300,7 +300,8 @@ class Tuner:
         monitor: the validation metric to optimize (must be logged by the module).
         direction: ``"minimize"`` or ``"maximize"``.
         pruner: ``"median"``, ``"hyperband"``, ``"successive_halving"``, ``"none"`` or an
-            Optuna ``BasePruner``; None (default): ``"hyperband"``, or ``"none"`` for PBT.
+            Optuna ``BasePruner``; ``"auto"`` (default): ``"hyperband"``, or ``"none"`` for PBT;
+            None: no pruning, like ``"none"``.
         pruner_kwargs: keyword arguments of the named pruner.
         sampler: ``"tpe"``, ``"random"``, ``"qmc"``, ``"gp"`` or an Optuna ``BaseSampler``.
         sampler_kwargs: keyword arguments of the named sampler (seeded with ``seed`` unless
@@ -369,7 +370,7 @@ class Tuner:
         callbacks: CallbackSource = None,
         monitor: str = "val_loss",
         direction: Literal["minimize", "maximize"] = "minimize",
-        pruner: str | BasePruner | None = None,
+        pruner: str | BasePruner | None = "auto",
         pruner_kwargs: Mapping[str, Any] | None = None,
         sampler: str | BaseSampler | None = "tpe",
         sampler_kwargs: Mapping[str, Any] | None = None,
@@ -500,7 +501,7 @@ class Tuner:
             raise ValueError(
                 f"`strategy` must be one of {list(_STRATEGIES)}, but got {strategy=!r}"
             )
-        if pruner is None:
+        if isinstance(pruner, str) and pruner == "auto":
             pruner = "none" if strategy == "pbt" else "hyperband"
         self.pruner = make_pruner(pruner, self.pruner_kwargs, max_resource=self.max_resource)
         self.strategy = strategy

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import binascii
+import inspect
 import math
 
 import optuna
@@ -481,3 +482,17 @@ def test_hyperband_max_resource_follows_the_validations_of_a_full_trial(
         storage="memory",
     )
     assert tuner.max_resource == expected
+
+
+@pytest.mark.parametrize(
+    ("pruner", "expected"),
+    [
+        (None, optuna.pruners.NopPruner),  # None keeps meaning "no pruning"
+        ("none", optuna.pruners.NopPruner),
+        ("auto", optuna.pruners.HyperbandPruner),
+    ],
+)
+def test_pruner_none_means_no_pruning_and_the_default_is_hyperband(tmp_path, pruner, expected):
+    tuner = _digits_tuner(tmp_path, {"lr": Float(1e-4, 1e-2, log=True)}, pruner=pruner)
+    assert type(tuner.pruner) is expected
+    assert inspect.signature(Tuner).parameters["pruner"].default == "auto"
