@@ -236,7 +236,7 @@ def lr(args: argparse.Namespace) -> None:
     module = TimmClassifier("test_resnet", num_classes=10)
     data = DigitsDataModule(image_size=16, batch_size=32)
     start = time.perf_counter()
-    ours = lr_range_test(module, data, num_steps=100, trainer_kwargs={"accelerator": "cpu"})
+    ours = lr_range_test(module, data, num_steps=100, accelerator="cpu")
     ours_s = time.perf_counter() - start
     torch.manual_seed(0)
     theirs_module = TimmClassifier("test_resnet", num_classes=10)
@@ -255,13 +255,13 @@ def lr(args: argparse.Namespace) -> None:
     theirs_lr = found.suggestion()
     result = {
         "benchmark": "lr_range_vs_lr_find",
-        "ours_lr": ours.suggested_lr,
+        "ours_lr": ours.suggestion,
         "ours_s": round(ours_s, 1),
-        "ours_stopped_early": ours.stopped_early,
+        "ours_diverged": ours.diverged,
         "lightning_lr": theirs_lr,
         "lightning_s": round(theirs_s, 1),
         "val_loss_after_2_epochs": {
-            "ours": _val_loss_after(ours.suggested_lr, 2) if ours.suggested_lr else None,
+            "ours": _val_loss_after(ours.suggestion, 2) if ours.suggestion else None,
             "lightning": _val_loss_after(theirs_lr, 2) if theirs_lr else None,
             "default_1e-3": _val_loss_after(1e-3, 2),
         },

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +55,26 @@ class RangeTestResult:
     def best_loss_lr(self) -> float:
         """The LR at the lowest smoothed loss."""
         return self.lrs[min(range(len(self.losses)), key=self.losses.__getitem__)]
+
+    def plot(self, path: str | os.PathLike) -> pathlib.Path:
+        """Save the loss-vs-LR curve with the suggestion marked as a PNG."""
+        import matplotlib.pyplot as plt
+
+        path = pathlib.Path(path)
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        ax.plot(self.lrs, self.losses, lw=2, label="training loss (smoothed)")
+        ax.axvline(
+            self.suggestion, color="tab:red", ls="--", label=f"suggested {self.suggestion:.2g}"
+        )
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("training loss")
+        ax.set_title("LR range test" + (" (stopped: the loss diverged)" if self.diverged else ""))
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
 
 
 def centred_average(values: Sequence[float], window: int) -> list[float]:

@@ -18,8 +18,8 @@ from lightning_tune.diagnostics.findings import (
     Finding,
     format_findings,
 )
-from lightning_tune.diagnostics.lr_range import LRRangeResult, lr_range_test, suggest_lr
 from lightning_tune.diagnostics.plots import plot_diagnostics
+from lightning_tune.range_test import RangeTestResult, lr_range_test, suggest_lr
 
 __all__ = [
     "CHECKS",
@@ -28,7 +28,7 @@ __all__ = [
     "DiagnosticError",
     "DoctorReport",
     "Finding",
-    "LRRangeResult",
+    "RangeTestResult",
     "build_from_config",
     "doctor",
     "format_findings",

@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 
 from lightning_tune._validation import check_int, check_number
 from lightning_tune.diagnostics.findings import Finding, format_findings
-from lightning_tune.diagnostics.lr_range import LRRangeResult, lr_range_test
+from lightning_tune.range_test import RangeTestResult, lr_range_test
 
 __all__ = ["DoctorReport", "add_subcommand", "build_from_config", "doctor"]
 
@@ -47,7 +47,7 @@ class DoctorReport:
 
     findings: list[Finding] = field(default_factory=list)
     overfit_losses: list[float] = field(default_factory=list)
-    lr_range: LRRangeResult | None = None
+    lr_range: RangeTestResult | None = None
     plots: list[pathlib.Path] = field(default_factory=list)
     crash: str | None = None
 
@@ -73,7 +73,7 @@ class DoctorReport:
         if self.crash:
             lines.append(f"the run crashed: {self.crash}")
         if self.lr_range is not None:
-            lr = self.lr_range.suggested_lr
+            lr = self.lr_range.suggestion
             lines.append(
                 "LR range test: "
                 + (f"suggested lr={lr:.3g}" if lr else "the loss never fell: no suggestion")
@@ -188,9 +188,7 @@ def doctor(
     if failed is not None:
         report.findings.append(failed)
     if crash is None and lr_range_steps:
-        report.lr_range = lr_range_test(
-            module, datamodule, num_steps=lr_range_steps, trainer_kwargs=kwargs
-        )
+        report.lr_range = lr_range_test(module, datamodule, num_steps=lr_range_steps, **kwargs)
     if out_dir is not None:
         from lightning_tune.diagnostics.plots import plot_diagnostics
 
