@@ -46,3 +46,19 @@ def test_callbacks_at_a_glance_runs(tmp_path, monkeypatch):
         "EarlyStopping",
         "LayerFreezing",
     } <= names
+
+
+def test_lightning_or_pytorch_lightning_example_runs(tmp_path, monkeypatch):
+    code = _block_after("## Lightning or PyTorch Lightning")
+    small = code.replace(
+        "max_epochs=2, callbacks",
+        "max_epochs=1, limit_train_batches=2, limit_val_batches=1, enable_progress_bar=False, "
+        "logger=False, enable_checkpointing=False, enable_model_summary=False, callbacks",
+    )
+    assert small != code, "the README example changed: update this test's shortening"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(small, "README.md", "exec"), namespace)
+    trainer = namespace["trainer"]
+    assert type(trainer).__module__.startswith("lightning.pytorch")
+    assert trainer.global_step == 2

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
+from lightning_tune._lightning import Callback
 from lightning_tune.schedules import (
     WARMUP_MODES,
     Cyclic,
@@ -19,6 +19,9 @@ from lightning_tune.schedules import (
     warmup_factor,
 )
 from lightning_tune.schedules import OneCycle as _OneCycleSchedule
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["CyclicLR", "LRSchedule", "OneCycle", "Warmup"]
 
@@ -29,7 +32,7 @@ def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
 
 
-class LRSchedule(pl.Callback):
+class LRSchedule(Callback):
     """Set every parameter group's LR from a warmup and a main schedule, each optimizer step.
 
     For each group, ``lr = initial_lr * lr_scale * f(step)``: ``initial_lr`` is the group's
@@ -337,7 +340,7 @@ class LRSchedule(pl.Callback):
     # ----------------------------------------------------------------------- Lightning hooks
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        check_trainer(trainer, self)
+        check_trainer(trainer, self, pl_module)
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from lightning_tune._lightning import NAMESPACES
 from lightning_tune.tuner.tuner import Tuner
 
 __all__ = ["CONFIG_KEYS", "bundled_config", "load_config", "tuner_from_config"]
@@ -58,7 +59,12 @@ CONFIG_KEYS: dict[str, str] = {
 }
 _OBJECT_KEYS = ("class", "kwargs")
 _NAMED_KEYS = ("name", "kwargs")
-_SEARCH_MODULES = ("lightning_tune", "lightning_tune.callbacks", "pytorch_lightning.callbacks")
+# Bare class names: ours first, then the callbacks of the installed Lightning package(s).
+_SEARCH_MODULES = (
+    "lightning_tune",
+    "lightning_tune.callbacks",
+    *(f"{ns.__name__}.callbacks" for ns in NAMESPACES),
+)
 _TEMPLATE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -150,7 +156,7 @@ def check_config(cfg: Any, source: str = "config") -> dict[str, Any]:
 
 def resolve_class(name: str, section: str) -> type:
     """A class from a dotted path, or a name exported by lightning_tune / its callbacks /
-    ``pytorch_lightning.callbacks``.
+    the installed Lightning package's ``callbacks``.
 
     Example:
         >>> resolve_class("DigitsDataModule", "data").__name__

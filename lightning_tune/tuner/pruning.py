@@ -9,11 +9,15 @@ closed by Lightning, and the caller decides what to record (:meth:`OptunaPruning
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
-import pytorch_lightning as pl
 from typing_extensions import override
+
+from lightning_tune._lightning import Callback
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["MetricNotFoundError", "NonFiniteMetricError", "OptunaPruning"]
 
@@ -38,7 +42,7 @@ class NonFiniteMetricError(RuntimeError):
     """
 
 
-class OptunaPruning(pl.Callback):
+class OptunaPruning(Callback):
     """Report ``monitor`` to ``trial`` after every validation and stop the trainer when pruned.
 
     The reported step is the number of validations run before this one (0, 1, 2, ...), so it

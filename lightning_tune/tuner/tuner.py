@@ -14,16 +14,17 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 import pandas as pd
-import pytorch_lightning as pl
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from lightning_tune._compat import check_pytorch_lightning
+from lightning_tune._compat import check_lightning, common_namespace
+from lightning_tune._lightning import NAMESPACES, classes
 from lightning_tune.tuner.distributed import DistributedOptunaPruning
 from lightning_tune.tuner.factories import make_pruner, make_sampler
 from lightning_tune.tuner.grid import announce_grid
@@ -41,13 +42,21 @@ from lightning_tune.tuner.storage import check_storage, describe_storage, mask_u
 __all__ = ["TuneResult", "Tuner"]
 
 Params = dict[str, Any]
-ModuleSource = type[pl.LightningModule] | Callable[[Params], pl.LightningModule]
-DataSource = pl.LightningDataModule | type[pl.LightningDataModule] | Callable[[Params], Any] | None
-CallbackSource = (
-    Callable[[Params], Sequence[pl.Callback]]
-    | Sequence[pl.Callback | Callable[[Params], pl.Callback]]
-    | None
-)
+if TYPE_CHECKING:  # either package's classes work; these hints name pytorch_lightning's
+    import pytorch_lightning as pl
+
+    ModuleSource = type[pl.LightningModule] | Callable[[Params], pl.LightningModule]
+    DataSource = (
+        pl.LightningDataModule | type[pl.LightningDataModule] | Callable[[Params], Any] | None
+    )
+    CallbackSource = (
+        Callable[[Params], Sequence[pl.Callback]]
+        | Sequence[pl.Callback | Callable[[Params], pl.Callback]]
+        | None
+    )
+
+_CALLBACKS = classes("Callback")
+_DATAMODULES = classes("LightningDataModule")
 
 _DIRECTIONS = ("minimize", "maximize")
 _STRATEGIES = ("sweep", "pbt")
@@ -99,19 +108,23 @@ def _check_kwargs(cls: type, kwargs: Mapping[str, Any], argument: str) -> None:
         )
 
 
-def _check_class(cls: type, base: type, argument: str) -> None:
-    if issubclass(cls, base):
-        return
-    if any((c.__module__ or "").startswith("lightning.") for c in cls.__mro__):
-        raise TypeError(
-            f"`{argument}` is {cls.__module__}.{cls.__qualname__} from the unified `lightning` "
-            f"package, but lightning_tune uses `pytorch_lightning`: import it from "
-            f"`pytorch_lightning` instead of `lightning.pytorch`"
-        )
-    raise TypeError(
-        f"`{argument}` must be a pytorch_lightning.{base.__name__} subclass or a function "
-        f"params -> object, but got class {cls.__qualname__}"
-    )
+def _lightning_parts(module: Any, datamodule: Any, callbacks: Any) -> dict[str, Any]:
+    """The Lightning classes/objects among a run's sources, by argument name (factories and
+    None skipped): what decides which package's Trainer runs the trials."""
+    found: dict[str, Any] = {}
+    if inspect.isclass(module):
+        found["module"] = check_lightning(module, "module", "module")
+    if datamodule is not None and (
+        inspect.isclass(datamodule)
+        or isinstance(datamodule, _DATAMODULES)
+        or not callable(datamodule)
+    ):
+        found["datamodule"] = check_lightning(datamodule, "datamodule", "datamodule")
+    if callbacks is not None and not callable(callbacks):
+        for i, item in enumerate(callbacks):
+            if isinstance(item, _CALLBACKS) or inspect.isclass(item) or not callable(item):
+                found[f"callbacks[{i}]"] = check_lightning(item, f"callbacks[{i}]", "callback")
+    return found
 
 
 def _validations_per_trial(max_epochs: int, trainer_kwargs: Mapping[str, Any]) -> int | None:
@@ -357,9 +370,7 @@ class Tuner:
         pbt: Any = None,
     ) -> None:
         # -- what to build
-        if inspect.isclass(module):
-            _check_class(module, pl.LightningModule, "module")
-        elif not callable(module):
+        if not inspect.isclass(module) and not callable(module):
             raise TypeError(
                 "`module` must be a LightningModule class or a function params -> module, but "
                 f"got {type(module).__name__}"
@@ -370,31 +381,23 @@ class Tuner:
             _check_kwargs(module, self.module_kwargs, "module_kwargs")
         elif self.module_kwargs:
             raise ValueError("`module_kwargs` can only be used with a module class")
-        if (
-            datamodule is not None
-            and not callable(datamodule)
-            and not isinstance(datamodule, pl.LightningDataModule)
-        ):
-            check_pytorch_lightning(datamodule, "datamodule", "datamodule")
-        if inspect.isclass(datamodule):
-            _check_class(datamodule, pl.LightningDataModule, "datamodule")
         self.datamodule = datamodule
         self.datamodule_kwargs = dict(datamodule_kwargs or {})
         if inspect.isclass(datamodule):
             _check_kwargs(datamodule, self.datamodule_kwargs, "datamodule_kwargs")
         elif self.datamodule_kwargs:
             raise ValueError("`datamodule_kwargs` can only be used with a datamodule class")
-        if callbacks is not None and not callable(callbacks):
-            if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Sequence):
-                raise TypeError(
-                    "`callbacks` must be a list of callbacks / functions params -> callback, or "
-                    f"a function params -> list, but got {type(callbacks).__name__}"
-                )
-            for i, item in enumerate(callbacks):
-                if not isinstance(item, pl.Callback) and (
-                    inspect.isclass(item) or not callable(item)
-                ):
-                    check_pytorch_lightning(item, f"callbacks[{i}]", "callback")
+        if (
+            callbacks is not None
+            and not callable(callbacks)
+            and (isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Sequence))
+        ):
+            raise TypeError(
+                "`callbacks` must be a list of callbacks / functions params -> callback, or "
+                f"a function params -> list, but got {type(callbacks).__name__}"
+            )
+        # Which Lightning package's Trainer runs the trials: mixing the two fails now.
+        common_namespace(_lightning_parts(module, datamodule, callbacks))
         self.callbacks = callbacks
         self.search_space = SearchSpace.coerce(search_space)
         self._check_params_consumed()
@@ -504,10 +507,10 @@ class Tuner:
         takers: list[set[str] | None] = [_accepted_kwargs(self.module)]
         if inspect.isclass(self.datamodule):
             takers.append(_accepted_kwargs(self.datamodule))
-        elif callable(self.datamodule) and not isinstance(self.datamodule, pl.LightningDataModule):
+        elif callable(self.datamodule) and not isinstance(self.datamodule, _DATAMODULES):
             return
         if callable(self.callbacks) or any(
-            not isinstance(c, pl.Callback) for c in (self.callbacks or ())
+            not isinstance(c, _CALLBACKS) for c in (self.callbacks or ())
         ):
             return  # a callback factory may take any name
         if any(t is None for t in takers):
@@ -533,14 +536,14 @@ class Tuner:
     def build_datamodule(self, params: Params) -> pl.LightningDataModule | None:
         """The datamodule for a trial's hyperparameters."""
         source = self.datamodule
-        if source is None or isinstance(source, pl.LightningDataModule):
+        if source is None or isinstance(source, _DATAMODULES):
             return source
         dm = (
             self._from_class(source, self.datamodule_kwargs, params)
             if inspect.isclass(source)
             else source(dict(params))
         )
-        check_pytorch_lightning(dm, "datamodule(params)", "datamodule")
+        check_lightning(dm, "datamodule(params)", "datamodule")
         return dm
 
     def build_module(self, params: Params, datamodule: Any = None) -> pl.LightningModule:
@@ -558,7 +561,7 @@ class Tuner:
             module = self._from_class(self.module, fixed, params)
         else:
             module = self.module(dict(params))
-        check_pytorch_lightning(module, "module(params)", "module")
+        check_lightning(module, "module(params)", "module")
         return module
 
     def build_callbacks(self, params: Params) -> list[pl.Callback]:
@@ -569,18 +572,31 @@ class Tuner:
             built = list(self.callbacks(dict(params)))
         else:
             built = [
-                copy.deepcopy(c) if isinstance(c, pl.Callback) else c(dict(params))
+                copy.deepcopy(c) if isinstance(c, _CALLBACKS) else c(dict(params))
                 for c in self.callbacks
             ]
         for i, callback in enumerate(built):
-            check_pytorch_lightning(callback, f"callbacks(params)[{i}]", "callback")
+            check_lightning(callback, f"callbacks(params)[{i}]", "callback")
         return built
 
     def trial_dir(self, number: int) -> pathlib.Path:
         """Logs and checkpoints of trial ``number``."""
         return self.study_dir / "trials" / f"trial_{number:04d}"
 
-    def _trial_loggers(self, number: int) -> list[Any]:
+    @staticmethod
+    def trial_namespace(module: Any, datamodule: Any, callbacks: Sequence[Any]) -> ModuleType:
+        """The Lightning package (``pytorch_lightning`` or ``lightning.pytorch``) whose Trainer
+        runs these objects: the one the user's classes come from, or, when all of them are
+        lightning_tune's own (which work with both), the first installed of the two.
+        ``TypeError`` if they mix the two packages."""
+        found = {"module": check_lightning(module, "module", "module")}
+        if datamodule is not None:
+            found["datamodule"] = check_lightning(datamodule, "datamodule", "datamodule")
+        for i, callback in enumerate(callbacks):
+            found[f"callbacks[{i}]"] = check_lightning(callback, f"callbacks[{i}]", "callback")
+        return common_namespace(found)
+
+    def _trial_loggers(self, number: int, pl: ModuleType) -> list[Any]:
         loggers: list[Any] = []
         if "csv" in self.loggers:
             loggers.append(
@@ -748,9 +764,11 @@ class Tuner:
         start = time.perf_counter()
         params = self.search_space.suggest(trial)
         trial.set_user_attr("params", _json_safe(params))
-        pl.seed_everything(self.seed + trial.number, workers=True, verbose=False)
+        NAMESPACES[0].seed_everything(self.seed + trial.number, workers=True, verbose=False)
         datamodule = self.build_datamodule(params)
         module = self.build_module(params, datamodule)
+        user_callbacks = self.build_callbacks(params)
+        pl = self.trial_namespace(module, datamodule, user_callbacks)
         trial_dir = self.trial_dir(trial.number)
         if trial_dir.exists():  # an in-memory study run again: trial numbers restart
             shutil.rmtree(trial_dir)
@@ -758,7 +776,7 @@ class Tuner:
         pruning = DistributedOptunaPruning(
             trial, monitor=self.monitor, on_nonfinite=self.on_nonfinite
         )
-        callbacks = [*self.build_callbacks(params), pruning]
+        callbacks = [*user_callbacks, pruning]
         checkpoint = None
         if self.keep_checkpoints > 0:
             checkpoint = pl.callbacks.ModelCheckpoint(
@@ -770,7 +788,7 @@ class Tuner:
                 enable_version_counter=False,
             )
             callbacks.append(checkpoint)
-        loggers = self._trial_loggers(trial.number)
+        loggers = self._trial_loggers(trial.number, pl)
         trainer = pl.Trainer(
             **{
                 **_TRAINER_DEFAULTS,
@@ -983,9 +1001,11 @@ class Tuner:
         result = result if result is not None else self.result(report=False)
         best = result.best_trial
         params = trial_params(best)
-        pl.seed_everything(self.seed + best.number, workers=True, verbose=False)
+        NAMESPACES[0].seed_everything(self.seed + best.number, workers=True, verbose=False)
         datamodule = self.build_datamodule(params)
         module = self.build_module(params, datamodule)
+        callbacks = self.build_callbacks(params)
+        pl = self.trial_namespace(module, datamodule, callbacks)
         trainer_args = {
             **_TRAINER_DEFAULTS,
             **self.trainer_kwargs,
@@ -997,7 +1017,7 @@ class Tuner:
         ckpt = result.best_checkpoint
         with self.quiet_libraries():
             if ckpt is None:
-                trainer = pl.Trainer(**trainer_args, callbacks=self.build_callbacks(params))
+                trainer = pl.Trainer(**trainer_args, callbacks=callbacks)
                 trainer.fit(module, datamodule=datamodule)
                 metrics = trainer.test(module, datamodule=datamodule, verbose=False)
             else:

@@ -1,16 +1,21 @@
-"""A tiny scripted LightningModule for the tuner tests: validation i logs ``values[i]``."""
+"""A tiny scripted LightningModule for the tuner tests: validation i logs ``values[i]``.
+
+``ScriptedModule`` is a ``pytorch_lightning`` module, ``UnifiedScriptedModule`` the same one
+from ``lightning.pytorch`` (``SCRIPTED`` maps each package name to its class).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import lightning.pytorch as unified
 import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 
-class ScriptedModule(pl.LightningModule):
+class _Scripted:
     """A 2->1 linear model whose ``metric`` at validation i is ``values[i]`` (the last repeats)."""
 
     def __init__(
@@ -55,6 +60,17 @@ class ScriptedModule(pl.LightningModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(4)
+
+
+class ScriptedModule(_Scripted, pl.LightningModule):
+    """The scripted module of ``pytorch_lightning``."""
+
+
+class UnifiedScriptedModule(_Scripted, unified.LightningModule):
+    """The scripted module of ``lightning.pytorch``."""
+
+
+SCRIPTED = {"pytorch_lightning": ScriptedModule, "lightning.pytorch": UnifiedScriptedModule}
 
 
 class SlowSteps(pl.Callback):
