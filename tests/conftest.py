@@ -39,3 +39,13 @@ def lightning_ns(request):
     Use it as the package a test's Trainer comes from: ``lightning_ns.Trainer(...)``.
     """
     return request.param
+
+
+@pytest.fixture
+def lightning_ns_as_pl(request, lightning_ns, monkeypatch):
+    """``lightning_ns``, also set as the test module's global ``pl`` (its Trainer, callbacks,
+    loggers, plugins). The callback test modules use it for every test
+    (``pytestmark = pytest.mark.usefixtures("lightning_ns_as_pl")``); their own LightningModules
+    and Callbacks derive from lightning_tune's classes, which work in either Trainer."""
+    monkeypatch.setattr(request.module, "pl", lightning_ns)
+    return lightning_ns

@@ -994,6 +994,9 @@ class Tuner:
             print(result.summary())
             if result.report_files:
                 print(f"Report: {self.study_dir / 'report'}")
+            where = self.study_dir if self._storage_source is None else self.storage_description
+            if where != "memory":
+                print(f"Dashboard: lightning-tune dashboard {where}")
         return result
 
     def test_best(self, result: TuneResult | None = None) -> dict[str, float]:

@@ -13,9 +13,10 @@ import lightning_tune._lightning as dual
 from lightning_tune.callbacks import EarlyStopping
 from lightning_tune.callbacks.early_stopping import EarlyStoppingReason
 
-# The Lightning namespace under test (pytorch_lightning or lightning.pytorch): set for each
-# test by the `lightning_ns` fixture in tests/callbacks/conftest.py.
+# The Lightning namespace under test (pytorch_lightning or lightning.pytorch): every test
+# runs once per installed package, with `pl` set by the fixture (tests/conftest.py).
 pl = dual.NAMESPACES[0]
+pytestmark = pytest.mark.usefixtures("lightning_ns_as_pl")
 
 
 class Scripted(dual.LightningModule):

@@ -15,9 +15,10 @@ from lightning_tune.callbacks import LayerFreezing, LRSchedule
 from lightning_tune.models import TimmClassifier
 from lightning_tune.timm_utils import create_model, finetuning_groups
 
-# The Lightning namespace under test (pytorch_lightning or lightning.pytorch): set for each
-# test by the `lightning_ns` fixture in tests/callbacks/conftest.py.
+# The Lightning namespace under test (pytorch_lightning or lightning.pytorch): every test
+# runs once per installed package, with `pl` set by the fixture (tests/conftest.py).
 pl = dual.NAMESPACES[0]
+pytestmark = pytest.mark.usefixtures("lightning_ns_as_pl")
 
 FAMILIES = {
     "test_resnet": {},

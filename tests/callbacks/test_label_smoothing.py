@@ -13,9 +13,10 @@ from lightning_tune import DigitsDataModule, TimmClassifier
 from lightning_tune.callbacks import EarlyStopping, GradientClipping, LabelSmoothing
 from lightning_tune.demo import demo_callbacks
 
-# The Lightning namespace under test (pytorch_lightning or lightning.pytorch): set for each
-# test by the `lightning_ns` fixture in tests/callbacks/conftest.py.
+# The Lightning namespace under test (pytorch_lightning or lightning.pytorch): every test
+# runs once per installed package, with `pl` set by the fixture (tests/conftest.py).
 pl = dual.NAMESPACES[0]
+pytestmark = pytest.mark.usefixtures("lightning_ns_as_pl")
 
 
 def tiny_fit(trainer_kwargs, module, callbacks, **kwargs):

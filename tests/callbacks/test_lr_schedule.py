@@ -16,9 +16,10 @@ from lightning_tune import TimmClassifier
 from lightning_tune.callbacks import CyclicLR, LRSchedule, OneCycle, Warmup
 from lightning_tune.data import DigitsDataModule
 
-# The Lightning namespace under test (pytorch_lightning or lightning.pytorch): set for each
-# test by the `lightning_ns` fixture in tests/callbacks/conftest.py.
+# The Lightning namespace under test (pytorch_lightning or lightning.pytorch): every test
+# runs once per installed package, with `pl` set by the fixture (tests/conftest.py).
 pl = dual.NAMESPACES[0]
+pytestmark = pytest.mark.usefixtures("lightning_ns_as_pl")
 
 BATCHES = 8  # training batches per epoch
 
