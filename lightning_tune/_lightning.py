@@ -28,6 +28,7 @@ __all__ = [
     "NAMESPACES",
     "PACKAGES",
     "Callback",
+    "Checkpoint",
     "LightningDataModule",
     "LightningEarlyStopping",
     "LightningModule",
@@ -261,6 +262,8 @@ LightningDataModule: Any = _dual(
 #: Base class of our callbacks. Callback hooks are looked up on the callback without a Trainer
 #: at hand, and Lightning only asks whether ``state_dict`` is overridden: no dispatch needed.
 Callback: Any = _dual("Callback", tuple(ns.Callback for ns in NAMESPACES), None)
+#: Lightning's ``Checkpoint`` base of every package (run after other callbacks' epoch ends).
+Checkpoint: Any = _dual("Checkpoint", tuple(ns.callbacks.Checkpoint for ns in NAMESPACES), None)
 #: Lightning's ``EarlyStopping`` of every package: the Trainer runs early-stopping callbacks'
 #: ``on_train_epoch_end`` after the module's (and lists them in ``early_stopping_callback``).
 LightningEarlyStopping: Any = _dual(

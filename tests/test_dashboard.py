@@ -26,6 +26,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _get(port: int, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return json.loads(response.read())
+
+
 def _study(directory: Path, name: str = "served") -> Path:
     directory.mkdir(parents=True)
     study = optuna.create_study(study_name=name, storage=f"sqlite:///{directory / 'study.db'}")
@@ -51,14 +56,13 @@ def test_dashboard_serves_the_study_over_http_and_stops(tmp_path):
         deadline = time.monotonic() + 120
         while studies is None and time.monotonic() < deadline and process.poll() is None:
             try:
-                url = f"http://127.0.0.1:{port}/api/studies"
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    studies = json.loads(response.read())["studies"]
+                studies = _get(port, "/api/studies")["study_summaries"]
             except OSError:
                 time.sleep(0.5)
         assert studies is not None, "the dashboard did not answer"
         assert [s["study_name"] for s in studies] == ["served"]
-        assert studies[0]["best_trial"]["number"] in (0, 1, 2)
+        detail = _get(port, f"/api/studies/{studies[0]['study_id']}")
+        assert [t["number"] for t in detail["trials"]] == [0, 1, 2]
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]
@@ -83,3 +87,17 @@ def test_dashboard_storage_resolves_directories_files_and_urls(tmp_path):
 def test_a_bad_target_is_one_line_and_exit_code_2(tmp_path, capsys):
     assert main(["dashboard", str(tmp_path / "missing")]) == 2
     assert "lightning-tune dashboard: error: no study at" in capsys.readouterr().err
+
+
+def test_the_sweep_summary_names_the_dashboard_command(tmp_path):
+    from lightning_tune import TimmClassifier
+    from lightning_tune.tuner import Float, Tuner
+
+    def tuner(storage):
+        return Tuner(TimmClassifier, {"lr": Float(0.001, 0.01)}, storage=storage,
+                     output_dir=tmp_path, study_name="s")  # fmt: skip
+
+    assert tuner(None).dashboard_command == f"lightning-tune dashboard {tmp_path / 's'}"
+    assert tuner("memory").dashboard_command is None
+    url = "postgresql://user:secret@host/db"
+    assert tuner(url).dashboard_command == "lightning-tune dashboard postgresql://user:***@host/db"

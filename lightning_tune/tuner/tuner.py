@@ -675,6 +675,16 @@ class Tuner:
             return "memory" if source in ("memory", ":memory:") else mask_url(source)
         return type(source).__name__
 
+    @property
+    def dashboard_command(self) -> str | None:
+        """The ``lightning-tune dashboard`` command that opens this study (None in memory)."""
+        if self._storage_source is None:
+            return f"lightning-tune dashboard {self.study_dir}"
+        where = self.storage_description
+        return (
+            None if where == "memory" or "://" not in where else f"lightning-tune dashboard {where}"
+        )
+
     def create_study(self) -> optuna.Study:
         """Create the study, or load it if it exists (checking that its direction matches).
 
@@ -803,6 +813,7 @@ class Tuner:
         for logger in loggers:
             logger.log_hyperparams({**params, "trial": trial.number})
         trial.set_user_attr("log_dir", str(trial_dir))
+        trial.set_user_attr("lightning", pl.__name__)
         fit_start = time.perf_counter()
         try:
             if datamodule is None:
@@ -943,6 +954,9 @@ class Tuner:
                 result.report_files.update(
                     save_pbt_report(study, self.study_dir / "report", self.monitor, plots=plots)
                 )
+            if self.dashboard_command:
+                with result.report_files["summary"].open("a") as f:
+                    f.write(f"\nBrowse the study: {self.dashboard_command}\n")
         return result
 
     def run(
@@ -994,9 +1008,8 @@ class Tuner:
             print(result.summary())
             if result.report_files:
                 print(f"Report: {self.study_dir / 'report'}")
-            where = self.study_dir if self._storage_source is None else self.storage_description
-            if where != "memory":
-                print(f"Dashboard: lightning-tune dashboard {where}")
+            if self.dashboard_command:
+                print(f"Dashboard: {self.dashboard_command}")
         return result
 
     def test_best(self, result: TuneResult | None = None) -> dict[str, float]:

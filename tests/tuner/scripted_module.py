@@ -99,3 +99,38 @@ class SumModule(ScriptedModule):
         super().on_validation_epoch_end()
         if not self.trainer.sanity_checking:
             self.log("size", torch.tensor(float(self.n)))
+
+
+class _DigitsNet:
+    """A linear classifier of DigitsDataModule images (3x8x8) that logs ``val_loss``."""
+
+    def __init__(self, lr: float = 0.01, weight_decay: float = 0.0, num_classes: int = 10):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, num_classes))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.cross_entropy(self.net(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+
+
+class DigitsNet(_DigitsNet, pl.LightningModule):
+    """A user's digits classifier on ``pytorch_lightning``."""
+
+
+class UnifiedDigitsNet(_DigitsNet, unified.LightningModule):
+    """The same on ``lightning.pytorch``."""
+
+
+DIGITS_NETS = {"pytorch_lightning": DigitsNet, "lightning.pytorch": UnifiedDigitsNet}
