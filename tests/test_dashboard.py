@@ -53,7 +53,7 @@ def test_dashboard_serves_the_study_over_http_and_stops(tmp_path):
     )
     try:
         studies = None
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a loaded machine imports slowly
         while studies is None and time.monotonic() < deadline and process.poll() is None:
             try:
                 studies = _get(port, "/api/studies")["study_summaries"]
