@@ -1,73 +1,138 @@
-"""Detect the classic mix-up of ``pytorch_lightning`` and the unified ``lightning`` package.
+"""Say clearly when objects of the two Lightning packages are mixed in one run.
 
-lightning_tune is built on ``pytorch_lightning``. Objects from ``lightning.pytorch`` are distinct
-classes: passing a ``lightning.pytorch.LightningModule`` to a ``pytorch_lightning.Trainer`` (or
-our callbacks to a ``lightning.pytorch.Trainer``) fails deep inside Lightning with a confusing
-message. :func:`check_pytorch_lightning` says what happened and how to fix it.
+``pytorch_lightning`` and ``lightning.pytorch`` define distinct classes. lightning_tune's own
+classes belong to both (see :mod:`lightning_tune._lightning`), but a user's module, datamodule or
+callback belongs to the package it was imported from, and one run (one Trainer) cannot mix the
+two: Lightning would fail deep inside with a confusing message. These checks say what happened
+and how to fix it.
 """
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
+import inspect
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
 
-__all__ = ["check_pytorch_lightning", "check_trainer"]
+from lightning_tune._lightning import NAMESPACES, PACKAGES, namespaces_of
+
+__all__ = ["check_lightning", "check_trainer", "common_namespace", "run_namespace"]
 
 _KINDS = {
-    "module": pl.LightningModule,
-    "datamodule": pl.LightningDataModule,
-    "callback": pl.Callback,
-    "trainer": pl.Trainer,
+    "module": "LightningModule",
+    "datamodule": "LightningDataModule",
+    "callback": "Callback",
+    "trainer": "Trainer",
 }
 
 
-def _from_unified_package(obj: object) -> bool:
-    return any((cls.__module__ or "").startswith("lightning.") for cls in type(obj).__mro__)
+def _package_of_class(cls: type) -> str | None:
+    """Which Lightning package a class comes from, by module name (installed or not)."""
+    for klass in cls.__mro__:
+        module = klass.__module__ or ""
+        for name in ("lightning.pytorch", "pytorch_lightning"):
+            if module == name or module.startswith(name + "."):
+                return name
+    return None
 
 
-def check_pytorch_lightning(obj: object, argument: str, kind: str) -> None:
-    """Raise ``TypeError`` if ``obj`` is not a ``pytorch_lightning`` object of ``kind``.
+def _names(namespaces: tuple[ModuleType, ...]) -> str:
+    return " or ".join(ns.__name__ for ns in namespaces)
+
+
+def check_lightning(obj: Any, argument: str, kind: str) -> tuple[ModuleType, ...]:
+    """The installed namespaces in which ``obj`` (an instance or a class) is of ``kind``.
+
+    ``kind`` is ``"module"``, ``"datamodule"``, ``"callback"`` or ``"trainer"``. Raises
+    ``TypeError`` naming ``argument`` if it belongs to none of them.
 
     Example:
-        >>> import pytorch_lightning as pl
-        >>> check_pytorch_lightning(pl.Callback(), "callbacks[0]", "callback")
+        >>> from lightning_tune import TimmClassifier
+        >>> check_lightning(TimmClassifier, "module", "module") == NAMESPACES
+        True
+        >>> check_lightning(3, "module", "module")
+        Traceback (most recent call last):
+        ...
+        TypeError: `module` must be a LightningModule (of pytorch_lightning or lightning.pytorch), but got int
     """
-    expected = _KINDS[kind]
-    if isinstance(obj, expected):
-        return
-    if _from_unified_package(obj):
+    base = _KINDS[kind]
+    cls = obj if inspect.isclass(obj) else type(obj)
+    found = tuple(ns for ns in NAMESPACES if issubclass(cls, getattr(ns, base)))
+    if found:
+        return found
+    package = _package_of_class(cls)
+    what = f"class {cls.__qualname__}" if inspect.isclass(obj) else cls.__qualname__
+    if package is not None and package not in {ns.__name__ for ns in NAMESPACES}:
         raise TypeError(
-            f"`{argument}` is a {type(obj).__module__}.{type(obj).__qualname__} from the unified "
-            f"`lightning` package, but lightning_tune uses `pytorch_lightning`. The two packages "
-            f"define different classes and cannot be mixed: import it from `pytorch_lightning` "
-            f"(e.g. `import pytorch_lightning as pl`) instead of `lightning.pytorch`."
+            f"`{argument}` is {cls.__module__}.{cls.__qualname__} from `{package}`, which is "
+            f"not installed here (installed: {_names(NAMESPACES)})"
         )
+    raise TypeError(f"`{argument}` must be a {base} (of {' or '.join(PACKAGES)}), but got {what}")
+
+
+def common_namespace(found: Mapping[str, tuple[ModuleType, ...]]) -> ModuleType:
+    """The namespace that every object of a run belongs to (the default one if several).
+
+    ``found`` maps argument names to the namespaces of their objects (from
+    :func:`check_lightning`). Objects of both packages in one run raise ``TypeError``.
+
+    Example:
+        >>> common_namespace({"module": NAMESPACES, "callbacks[0]": NAMESPACES}) is NAMESPACES[0]
+        True
+    """
+    common = [ns for ns in NAMESPACES if all(ns in spaces for spaces in found.values())]
+    if common:
+        return common[0]
+    only = {arg: spaces for arg, spaces in found.items() if len(spaces) < len(NAMESPACES)}
+    described = ", ".join(f"`{arg}` is from {_names(spaces)}" for arg, spaces in only.items())
     raise TypeError(
-        f"`{argument}` must be a pytorch_lightning.{expected.__name__}, but got "
-        f"{type(obj).__qualname__}"
+        f"one run cannot mix the two Lightning packages: {described}. Import your "
+        "LightningModule, LightningDataModule and callbacks from the same package "
+        "(`import lightning.pytorch as pl` or `import pytorch_lightning as pl`); "
+        "lightning_tune's own classes work with either."
     )
 
 
-def check_trainer(trainer: object, callback: object) -> None:
-    """Fail clearly when a lightning_tune callback is driven by a ``lightning.pytorch.Trainer``.
-
-    ``lightning.pytorch.Trainer`` accepts our (``pytorch_lightning``) callbacks and calls their
-    hooks, but the module, optimizers and loops it hands over are ``lightning`` objects; call
-    this from a callback's ``setup`` so the mix fails at once with the fix.
+def run_namespace(module: Any, datamodule: Any = None) -> ModuleType:
+    """The Lightning package whose Trainer should run ``module`` (and ``datamodule``).
 
     Example:
-        >>> check_trainer(pl.Trainer(logger=False, enable_progress_bar=False), pl.Callback())
-        >>> check_trainer("not a trainer", pl.Callback())
+        >>> import pytorch_lightning as pl
+        >>> run_namespace(pl.LightningModule()) is pl
+        True
+    """
+    found = {"module": check_lightning(module, "module", "module")}
+    if datamodule is not None:
+        found["datamodule"] = check_lightning(datamodule, "datamodule", "datamodule")
+    return common_namespace(found)
+
+
+def check_trainer(trainer: Any, callback: Any, pl_module: Any = None) -> ModuleType:
+    """Fail clearly when a lightning_tune callback is driven by something that is no Trainer,
+    or by a Trainer of one package with a LightningModule of the other. Returns the namespace.
+
+    Example:
+        >>> import lightning_tune._lightning as L
+        >>> trainer = L.NAMESPACES[0].Trainer(logger=False, enable_progress_bar=False)
+        >>> check_trainer(trainer, L.Callback()) is L.NAMESPACES[0]
+        True
+        >>> check_trainer("not a trainer", L.Callback())
         Traceback (most recent call last):
         ...
-        TypeError: Callback needs a pytorch_lightning.Trainer, got 'not a trainer'
+        TypeError: Callback needs a Lightning Trainer (pytorch_lightning or lightning.pytorch), got 'not a trainer'
     """
-    if isinstance(trainer, pl.Trainer):
-        return
-    if _from_unified_package(trainer):
+    spaces = namespaces_of(trainer)
+    if not spaces or not isinstance(trainer, spaces[0].Trainer):
         raise TypeError(
-            f"{type(callback).__name__} is a `pytorch_lightning` callback but it was given to a "
-            f"{type(trainer).__module__}.Trainer from the unified `lightning` package. The two "
-            "packages cannot be mixed: build the Trainer with `import pytorch_lightning as pl; "
-            "pl.Trainer(...)`."
+            f"{type(callback).__name__} needs a Lightning Trainer ({' or '.join(PACKAGES)}), "
+            f"got {trainer!r}"
         )
-    raise TypeError(f"{type(callback).__name__} needs a pytorch_lightning.Trainer, got {trainer!r}")
+    ns = spaces[0]
+    if pl_module is not None and not isinstance(pl_module, ns.LightningModule):
+        raise TypeError(
+            f"{type(callback).__name__}: the {ns.__name__}.Trainer was given "
+            f"{type(pl_module).__module__}.{type(pl_module).__qualname__}, which is not a "
+            f"{ns.__name__}.LightningModule. One run cannot mix the two Lightning packages: "
+            f"build the Trainer from the package the module comes from."
+        )
+    return ns

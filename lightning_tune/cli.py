@@ -19,6 +19,7 @@ _SUBCOMMAND_MODULES = (
     "lightning_tune.demo",
     "lightning_tune.schedule_cli",
     "lightning_tune.tuner.cli",
+    "lightning_tune.dashboard",
     "lightning_tune.diagnostics.doctor",
 )
 

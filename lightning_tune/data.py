@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import (
@@ -17,6 +16,8 @@ from torch.utils.data import (
     SequentialSampler,
     TensorDataset,
 )
+
+from lightning_tune._lightning import LightningDataModule
 
 __all__ = ["DigitsDataModule"]
 
@@ -55,7 +56,7 @@ def _check_batch_size(batch_size: Any) -> None:
         raise ValueError(f"`batch_size` must be a positive int, but got {batch_size=!r}")
 
 
-class DigitsDataModule(pl.LightningDataModule):
+class DigitsDataModule(LightningDataModule):
     """The 1,797 8x8 handwritten digits bundled with scikit-learn, as images for timm models.
 
     The images are resized to ``image_size`` (bilinear), repeated to ``channels`` channels and

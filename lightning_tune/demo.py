@@ -32,11 +32,11 @@ def run_demo(
         metrics = run_demo(epochs=2, progress=False)
         print(metrics["val_acc"], metrics["test_acc"])
     """
-    import pytorch_lightning as pl
-
+    from lightning_tune._lightning import NAMESPACES
     from lightning_tune.data import DigitsDataModule
     from lightning_tune.models import TimmClassifier
 
+    pl = NAMESPACES[0]  # the default Lightning package (every object here works with both)
     pl.seed_everything(seed, workers=True, verbose=False)
     datamodule = DigitsDataModule(
         image_size=image_size, batch_size=batch_size, train_fraction=train_fraction, seed=seed

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_tune._lightning import LightningModule
 from lightning_tune._validation import check_bool, check_number, check_optional
 from lightning_tune.timm_utils import classifier_parameter_names, create_model, layer_groups
 
@@ -23,7 +23,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 
 
-class TimmClassifier(pl.LightningModule):
+class TimmClassifier(LightningModule):
     """Image classification with any timm model: parameter groups, metrics and fine-tuning hooks.
 
     The optimizer gets timm-style parameter groups: no weight decay on norms, biases and the

@@ -20,13 +20,17 @@ import os
 import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
+from lightning_tune._compat import run_namespace
+from lightning_tune._lightning import Callback
 from lightning_tune._validation import check_int, check_number
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["DIVISOR", "RangeTestResult", "centred_average", "lr_range_test", "suggest_lr"]
 
@@ -110,7 +114,7 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float], divisor: float = D
     return max(lrs[0], lrs[best] / divisor)
 
 
-class _Ramp(pl.Callback):
+class _Ramp(Callback):
     """Sets the geometric LR before each step and records the smoothed loss after it."""
 
     def __init__(self, min_lr: float, max_lr: float, num_steps: int, smoothing: float) -> None:
@@ -193,6 +197,7 @@ def lr_range_test(
 
     Example:
         >>> from lightning_tune import DigitsDataModule, TimmClassifier
+        >>> import pytorch_lightning as pl
         >>> _ = pl.seed_everything(0, verbose=False)
         >>> result = lr_range_test(
         ...     TimmClassifier("test_resnet"), DigitsDataModule(image_size=16), num_steps=20
@@ -222,7 +227,8 @@ def lr_range_test(
         "limit_val_batches": 0,
         **trainer_kwargs,
     }
-    trainer = pl.Trainer(max_steps=num_steps, max_epochs=-1, callbacks=[ramp], **options)
+    ns = run_namespace(module, datamodule)
+    trainer = ns.Trainer(max_steps=num_steps, max_epochs=-1, callbacks=[ramp], **options)
     trainer.fit(copy.deepcopy(module), datamodule=datamodule, train_dataloaders=train_dataloaders)
     if not ramp.losses:
         raise RuntimeError(

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
-
-import pytorch_lightning as pl
+from typing import TYPE_CHECKING, Any
 
 from lightning_tune._validation import check_int, check_number, check_optional
 from lightning_tune.callbacks.lr_schedule import LRSchedule
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["SHORT_RUN_STEPS", "FinetunePlan", "finetune", "plan_finetuning"]
 
@@ -188,6 +189,7 @@ def finetune(
         >>> plan = finetune(TimmClassifier("test_resnet"), data, max_epochs=10, lr=1e-3)
         >>> plan.total_steps, plan.warmup_steps
         (20, 0)
+        >>> import pytorch_lightning as pl
         >>> trainer = pl.Trainer(max_epochs=10, callbacks=plan.callbacks)
     """
     accumulate = check_int("accumulate_grad_batches", accumulate_grad_batches, minimum=1)

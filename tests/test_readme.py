@@ -122,3 +122,19 @@ def test_step_aware_freezing_example_runs(tmp_path, monkeypatch):
     # 63 images at batch 32: 2 steps per epoch, 6 in all; 10 % of 6 is step 1, then every step
     assert [step for step, _ in freezing.step_schedule()] == [1, 2, 3, 4, 5]
     assert trainer.global_step == 6
+
+
+def test_lightning_or_pytorch_lightning_example_runs(tmp_path, monkeypatch):
+    code = _block_after("## Lightning or PyTorch Lightning")
+    small = code.replace(
+        "max_epochs=2, callbacks",
+        "max_epochs=1, limit_train_batches=2, limit_val_batches=1, enable_progress_bar=False, "
+        "logger=False, enable_checkpointing=False, enable_model_summary=False, callbacks",
+    )
+    assert small != code, "the README example changed: update this test's shortening"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(small, "README.md", "exec"), namespace)
+    trainer = namespace["trainer"]
+    assert type(trainer).__module__.startswith("lightning.pytorch")
+    assert trainer.global_step == 2

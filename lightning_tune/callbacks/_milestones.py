@@ -8,11 +8,12 @@ shape; epochs do not (with 31 images and batch 32 an epoch is one step).
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
-
-import pytorch_lightning as pl
+from typing import TYPE_CHECKING, Any, Literal
 
 from lightning_tune._validation import check_choice, fail
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["UNITS", "Unit", "check_moment", "describe", "run_length", "to_steps"]
 

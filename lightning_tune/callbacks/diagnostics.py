@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
+from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
+from lightning_tune._lightning import Callback
 from lightning_tune._validation import check_choice, check_int, check_names
 from lightning_tune.diagnostics import checks as C
 from lightning_tune.diagnostics.findings import (
@@ -29,6 +29,10 @@ from lightning_tune.diagnostics.probes import (
     norm_buffers,
     weight_stats,
 )
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
 
 __all__ = ["TrainingDiagnostics"]
 
@@ -59,7 +63,7 @@ def _actions(on_error: Any) -> dict[str, str]:
     return {"info": "ignore", "warning": "ignore", "error": "warn", **on_error}
 
 
-class TrainingDiagnostics(pl.Callback):
+class TrainingDiagnostics(Callback):
     """Catch the classic training bugs while they happen; every finding names the layer and fix.
 
     On sampled steps (the first ``first_steps`` training batches, then every ``every_n_steps``)

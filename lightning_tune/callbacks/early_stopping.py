@@ -5,18 +5,22 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping as _LightningEarlyStopping
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
-from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities.rank_zero import rank_zero_warn
+from lightning_utilities.core.rank_zero import rank_zero_warn
 from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
+from lightning_tune._lightning import NAMESPACES, Callback, LightningEarlyStopping, classes
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+#: Why training stopped (the enum of the default Lightning package; compare by ``.name``).
+EarlyStoppingReason = NAMESPACES[0].callbacks.early_stopping.EarlyStoppingReason
+_CHECKPOINTS = classes("callbacks.ModelCheckpoint")
 
 __all__ = ["EarlyStopping", "EarlyStoppingReason"]
 
@@ -52,7 +56,7 @@ def _count(name: str, value: Any) -> int:
     return value
 
 
-class EarlyStopping(_LightningEarlyStopping):
+class EarlyStopping(LightningEarlyStopping):
     """Stop training when a monitored metric stops improving; optionally restore the best weights.
 
     A subclass of Lightning's ``EarlyStopping`` with its own implementation: the Trainer treats
@@ -140,7 +144,7 @@ class EarlyStopping(_LightningEarlyStopping):
     ) -> None:
         # Lightning's __init__ would validate, flip min_delta's sign and keep tensors: our
         # settings and state are all set here, and every hook it defines is overridden.
-        pl.Callback.__init__(self)
+        Callback.__init__(self)
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"`monitor` must be a non-empty metric name, but got {monitor=!r}")
         if mode not in MODES:
@@ -207,7 +211,7 @@ class EarlyStopping(_LightningEarlyStopping):
     # ---------------------------------------------------------------------------------- setup
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        check_trainer(trainer, self)
+        check_trainer(trainer, self, pl_module)
         if self.check_on_train_epoch_end is None:
             self._on_epoch_end = (
                 trainer.val_check_interval == 1.0 and trainer.check_val_every_n_epoch == 1
@@ -218,7 +222,7 @@ class EarlyStopping(_LightningEarlyStopping):
         matching = [
             cb
             for cb in trainer.checkpoint_callbacks
-            if isinstance(cb, ModelCheckpoint)
+            if isinstance(cb, _CHECKPOINTS)
             and cb.monitor == self.monitor
             and cb.mode == self.mode
             and cb.save_top_k != 0
@@ -240,11 +244,7 @@ class EarlyStopping(_LightningEarlyStopping):
 
     # ---------------------------------------------------------------------------------- hooks
     def _skip(self, trainer: pl.Trainer) -> bool:
-        return (
-            trainer.state.fn != TrainerFn.FITTING
-            or trainer.sanity_checking
-            or bool(trainer.fast_dev_run)
-        )
+        return trainer.state.fn != "fit" or trainer.sanity_checking or bool(trainer.fast_dev_run)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -7,19 +7,21 @@ import math
 import re
 import weakref
 from collections.abc import Sequence
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from lightning_utilities.core.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
+from lightning_tune._lightning import Callback
 from lightning_tune.callbacks._milestones import Unit, check_moment, describe, run_length, to_steps
 from lightning_tune.callbacks.lr_schedule import LRSchedule
 from lightning_tune.timm_utils import find_timm_model, finetuning_groups
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["STRATEGIES", "LayerFreezing"]
 
@@ -709,7 +711,7 @@ class LayerFreezing(Callback):
     # ------------------------------------------------------------------------- hooks
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        check_trainer(trainer, self)
+        check_trainer(trainer, self, pl_module)
         if stage != "fit":
             return
         self._trainer_ref = weakref.ref(trainer)

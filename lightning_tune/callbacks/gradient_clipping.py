@@ -13,17 +13,21 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from fnmatch import fnmatch
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.plugins.precision import MixedPrecision
-from pytorch_lightning.utilities.rank_zero import rank_zero_warn
+from lightning_utilities.core.rank_zero import rank_zero_warn
 from torch import nn
 from torch.nn.utils import clip_grad_value_, clip_grads_with_norm_, get_total_norm
 from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
+from lightning_tune._lightning import Callback, classes
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+_MIXED_PRECISION = classes("plugins.precision.MixedPrecision")
 
 __all__ = ["CLIPPING_MODES", "GradientClipping"]
 
@@ -77,7 +81,7 @@ def unitwise_norm(x: torch.Tensor, norm_type: float = 2.0) -> torch.Tensor:
     return torch.linalg.vector_norm(x, norm_type, dim=tuple(range(1, x.ndim)), keepdim=True)
 
 
-class GradientClipping(pl.Callback):
+class GradientClipping(Callback):
     """Clip gradients by norm, by value, adaptively (AGC) or at a percentile of their history.
 
     Modes (``mode``):
@@ -211,7 +215,7 @@ class GradientClipping(pl.Callback):
     # ------------------------------------------------------------------------------ setup
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        check_trainer(trainer, self)
+        check_trainer(trainer, self, pl_module)
         if trainer.gradient_clip_val:
             raise ValueError(
                 f"GradientClipping cannot run together with "
@@ -235,7 +239,7 @@ class GradientClipping(pl.Callback):
             )
         self._params_cache = {}
         plugin = trainer.precision_plugin
-        self._scaled = isinstance(plugin, MixedPrecision) and plugin.scaler is not None
+        self._scaled = isinstance(plugin, _MIXED_PRECISION) and plugin.scaler is not None
         every = self.log_every_n_steps
         self._log_every = trainer.log_every_n_steps if every is None else every
 

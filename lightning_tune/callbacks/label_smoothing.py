@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
+from lightning_tune._lightning import Callback
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["LabelSmoothing", "smooth_targets"]
 
@@ -75,7 +78,7 @@ class _SmoothedLoss:
         return self.fn(input, target, *args, **kw)
 
 
-class LabelSmoothing(pl.Callback):
+class LabelSmoothing(Callback):
     """Label smoothing ε for training steps only: validation and test losses stay unsmoothed.
 
     Smoothing is switched on in ``on_train_batch_start`` and off again in ``on_train_batch_end``
@@ -238,7 +241,7 @@ class LabelSmoothing(pl.Callback):
     # --------------------------------------------------------------------------- setup
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        check_trainer(trainer, self)
+        check_trainer(trainer, self, pl_module)
         if stage != "fit":
             return
         max_epochs = trainer.max_epochs

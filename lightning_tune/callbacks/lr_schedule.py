@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
+from lightning_tune._lightning import Callback
 from lightning_tune.callbacks._lr_settings import (
     INTERVALS,
     build_schedule,
@@ -23,10 +23,13 @@ from lightning_tune.callbacks._lr_settings import (
 )
 from lightning_tune.schedules import Schedule, warmup_factor
 
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
 __all__ = ["INTERVALS", "LRSchedule"]
 
 
-class LRSchedule(pl.Callback):
+class LRSchedule(Callback):
     """Set every parameter group's LR from a warmup and a main schedule, each optimizer step.
 
     For each group, ``lr = peak * lr_scale * f(step)``: ``peak`` is the group's unscaled base
@@ -301,7 +304,7 @@ class LRSchedule(pl.Callback):
     # ----------------------------------------------------------------------- Lightning hooks
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        check_trainer(trainer, self)
+        check_trainer(trainer, self, pl_module)
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -14,13 +14,15 @@ import os
 import pathlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
-
+from lightning_tune._compat import run_namespace
 from lightning_tune._validation import check_int, check_number
 from lightning_tune.diagnostics.findings import Finding, format_findings
 from lightning_tune.range_test import RangeTestResult, lr_range_test
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["DoctorReport", "add_subcommand", "build_from_config", "doctor"]
 
@@ -121,7 +123,7 @@ def _overfit(
     from lightning_tune.callbacks.diagnostics import TrainingDiagnostics
 
     diag = TrainingDiagnostics(every_n_steps=1, on_error={"error": "ignore"}, verbose=False)
-    trainer = pl.Trainer(
+    trainer = run_namespace(module, datamodule).Trainer(
         **{**_QUIET, "accelerator": "auto", "devices": 1, **trainer_kwargs},
         max_steps=steps,
         max_epochs=1,

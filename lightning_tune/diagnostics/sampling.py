@@ -9,7 +9,6 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
 import torch
 
 from lightning_tune.diagnostics import checks as C
@@ -17,6 +16,8 @@ from lightning_tune.diagnostics.findings import Finding
 from lightning_tune.diagnostics.probes import ActivationProbe, norm_buffers, weight_stats
 
 if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
     from lightning_tune.callbacks.diagnostics import TrainingDiagnostics
 
 __all__ = ["frozen_findings", "sample_end", "sample_start"]

@@ -12,15 +12,19 @@ Unknown keys are errors that name them, so a typo never silently falls back to a
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import pathlib
 import re
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
 
+from lightning_tune._lightning import NAMESPACES
+from lightning_tune.tuner.cli_format import from_lightning_cli
 from lightning_tune.tuner.tuner import Tuner
 
 __all__ = ["CONFIG_KEYS", "bundled_config", "load_config", "tuner_from_config"]
@@ -66,8 +70,14 @@ CONFIG_KEYS: dict[str, str] = {
 }
 _OBJECT_KEYS = ("class", "kwargs")
 _NAMED_KEYS = ("name", "kwargs")
-_SEARCH_MODULES = ("lightning_tune", "lightning_tune.callbacks", "pytorch_lightning.callbacks")
-_TEMPLATE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+# Bare class names: ours first, then the callbacks of the installed Lightning package(s).
+_SEARCH_MODULES = (
+    "lightning_tune",
+    "lightning_tune.callbacks",
+    *(f"{ns.__name__}.callbacks" for ns in NAMESPACES),
+)
+# ``$name``; names may be paths such as ``$trainer.callbacks[0].init_args.epsilon``.
+_TEMPLATE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_.\[\]]*)$")
 
 
 class _Loader(yaml.SafeLoader):
@@ -134,8 +144,12 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_config(cfg: Any, source: str = "config") -> dict[str, Any]:
-    """Check the keys of a config dict (top level and sections); return a copy."""
-    cfg = _check_keys(source, cfg, list(CONFIG_KEYS))
+    """Check the keys of a config dict (top level and sections); return a copy.
+
+    A config in LightningCLI's form (``class_path`` / ``init_args``, ``trainer.callbacks``,
+    a ``tuner:`` section) is converted first (see :mod:`lightning_tune.tuner.cli_format`).
+    """
+    cfg = _check_keys(source, from_lightning_cli(cfg), list(CONFIG_KEYS))
     for key in ("model", "data"):
         if key in cfg:
             _check_keys(key, cfg[key], _OBJECT_KEYS)
@@ -156,9 +170,47 @@ def check_config(cfg: Any, source: str = "config") -> dict[str, Any]:
     return cfg
 
 
+def _classes_in(module_name: str) -> list[str]:
+    module = importlib.import_module(module_name)
+    return [f"{module_name}.{n}" for n in dir(module) if isinstance(getattr(module, n), type)]
+
+
+def _import_dotted(name: str, section: str) -> type:
+    """``package.module.Class``; else a one-line error with the closest existing path."""
+    module_name, _, attr = name.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        module = None
+    if module is not None and isinstance(getattr(module, attr, None), type):
+        return getattr(module, attr)
+    prefix = module_name if module is not None else None
+    parts = module_name.split(".")
+    while prefix is None and len(parts) > 1:
+        parts.pop()
+        try:
+            importlib.import_module(".".join(parts))
+            prefix = ".".join(parts)
+        except ImportError:
+            continue
+    candidates = _classes_in(prefix) if prefix else []
+    if prefix and prefix != module_name:
+        parent = importlib.import_module(prefix)
+        candidates += [
+            f"{prefix}.{n}.{c}"
+            for n in getattr(parent, "__all__", dir(parent))
+            if isinstance(getattr(parent, n, None), types.ModuleType)
+            for c in dir(getattr(parent, n))
+            if isinstance(getattr(getattr(parent, n), c), type)
+        ]
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"config `{section}.class`: no class {name!r}{hint}")
+
+
 def resolve_class(name: str, section: str) -> type:
     """A class from a dotted path, or a name exported by lightning_tune / its callbacks /
-    ``pytorch_lightning.callbacks``.
+    the installed Lightning package's ``callbacks``.
 
     Example:
         >>> resolve_class("DigitsDataModule", "data").__name__
@@ -167,16 +219,7 @@ def resolve_class(name: str, section: str) -> type:
     if not isinstance(name, str) or not name:
         raise TypeError(f"config `{section}.class` must be a class name, but got {name!r}")
     if "." in name:
-        module_name, _, attr = name.rpartition(".")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise ValueError(
-                f"config `{section}.class`: cannot import {module_name!r}: {err}"
-            ) from None
-        if not hasattr(module, attr):
-            raise ValueError(f"config `{section}.class`: {module_name!r} has no {attr!r}")
-        return getattr(module, attr)
+        return _import_dotted(name, section)
     for module_name in _SEARCH_MODULES:
         module = importlib.import_module(module_name)
         if hasattr(module, name):
@@ -189,8 +232,10 @@ def resolve_class(name: str, section: str) -> type:
             if isinstance(getattr(importlib.import_module(m), n, None), type)
         }
     )
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? Or " if close else ""
     raise ValueError(
-        f"config `{section}.class`: unknown class {name!r}; use a dotted path "
+        f"config `{section}.class`: unknown class {name!r}; {hint}use a dotted path "
         f"(package.module.Class) or one of {known}"
     )
 

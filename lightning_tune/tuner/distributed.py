@@ -15,12 +15,14 @@ file, PostgreSQL), not ``"memory"``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
 from typing_extensions import override
 
 from lightning_tune.tuner.pruning import OptunaPruning
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["STATE_ATTR", "DistributedOptunaPruning"]
 

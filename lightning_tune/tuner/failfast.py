@@ -223,8 +223,12 @@ def check_setup(tuner: Any, run_batches: bool) -> None:
             step = "building the Trainer"
             with tempfile.TemporaryDirectory(prefix="lightning-tune-preflight-") as root:
                 callbacks = [*callbacks, tuner.pruning_callback(trial)]
+                namespace = tuner.trial_namespace(module, datamodule, callbacks)
                 trainer = tuner.make_trainer(
-                    callbacks, root=root, **({"fast_dev_run": 1} if run_batches else {})
+                    callbacks,
+                    root=root,
+                    namespace=namespace,
+                    **({"fast_dev_run": 1} if run_batches else {}),
                 )
                 if run_batches:
                     step = "running one training and one validation batch"

@@ -9,11 +9,15 @@ closed by Lightning, and the caller decides what to record (:meth:`OptunaPruning
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
-import pytorch_lightning as pl
 from typing_extensions import override
+
+from lightning_tune._lightning import Callback
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["MetricNotFoundError", "NonFiniteMetricError", "OptunaPruning", "final_validation"]
 
@@ -45,6 +49,7 @@ def final_validation(trainer: pl.Trainer) -> bool:
     optimizer steps are done.
 
     Example:
+        >>> import pytorch_lightning as pl
         >>> final_validation(pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False))
         False
     """
@@ -56,7 +61,7 @@ def final_validation(trainer: pl.Trainer) -> bool:
     return trainer.current_epoch >= max_epochs - 1 and bool(trainer.is_last_batch)
 
 
-class OptunaPruning(pl.Callback):
+class OptunaPruning(Callback):
     """Report ``monitor`` to ``trial`` after every validation and stop the trainer when pruned.
 
     The reported step is the number of validations run before this one (0, 1, 2, ...), so it

@@ -14,17 +14,18 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 import pandas as pd
-import pytorch_lightning as pl
 import torch
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from lightning_tune._compat import check_pytorch_lightning
+from lightning_tune._compat import check_lightning, common_namespace
+from lightning_tune._lightning import NAMESPACES, classes
 from lightning_tune._validation import check_bool, check_choice, check_int, check_optional
 from lightning_tune.tuner.diagnosis import (
     diagnostics_callback,
@@ -72,13 +73,21 @@ __all__ = ["TuneResult", "Tuner"]
 _accepted_kwargs = accepted_kwargs  # the name other modules used
 
 Params = dict[str, Any]
-ModuleSource = type[pl.LightningModule] | Callable[[Params], pl.LightningModule]
-DataSource = pl.LightningDataModule | type[pl.LightningDataModule] | Callable[[Params], Any] | None
-CallbackSource = (
-    Callable[[Params], Sequence[pl.Callback]]
-    | Sequence[pl.Callback | Callable[[Params], pl.Callback]]
-    | None
-)
+if TYPE_CHECKING:  # either package's classes work; these hints name pytorch_lightning's
+    import pytorch_lightning as pl
+
+    ModuleSource = type[pl.LightningModule] | Callable[[Params], pl.LightningModule]
+    DataSource = (
+        pl.LightningDataModule | type[pl.LightningDataModule] | Callable[[Params], Any] | None
+    )
+    CallbackSource = (
+        Callable[[Params], Sequence[pl.Callback]]
+        | Sequence[pl.Callback | Callable[[Params], pl.Callback]]
+        | None
+    )
+
+_CALLBACKS = classes("Callback")
+_DATAMODULES = classes("LightningDataModule")
 
 _DIRECTIONS = ("minimize", "maximize")
 _STRATEGIES = ("sweep", "pbt")
@@ -120,19 +129,23 @@ def _check_kwargs(cls: type, kwargs: Mapping[str, Any], argument: str) -> None:
         )
 
 
-def _check_class(cls: type, base: type, argument: str) -> None:
-    if issubclass(cls, base):
-        return
-    if any((c.__module__ or "").startswith("lightning.") for c in cls.__mro__):
-        raise TypeError(
-            f"`{argument}` is {cls.__module__}.{cls.__qualname__} from the unified `lightning` "
-            f"package, but lightning_tune uses `pytorch_lightning`: import it from "
-            f"`pytorch_lightning` instead of `lightning.pytorch`"
-        )
-    raise TypeError(
-        f"`{argument}` must be a pytorch_lightning.{base.__name__} subclass or a function "
-        f"params -> object, but got class {cls.__qualname__}"
-    )
+def _lightning_parts(module: Any, datamodule: Any, callbacks: Any) -> dict[str, Any]:
+    """The Lightning classes/objects among a run's sources, by argument name (factories and
+    None skipped): what decides which package's Trainer runs the trials."""
+    found: dict[str, Any] = {}
+    if inspect.isclass(module):
+        found["module"] = check_lightning(module, "module", "module")
+    if datamodule is not None and (
+        inspect.isclass(datamodule)
+        or isinstance(datamodule, _DATAMODULES)
+        or not callable(datamodule)
+    ):
+        found["datamodule"] = check_lightning(datamodule, "datamodule", "datamodule")
+    if callbacks is not None and not callable(callbacks):
+        for i, item in enumerate(callbacks):
+            if isinstance(item, _CALLBACKS) or inspect.isclass(item) or not callable(item):
+                found[f"callbacks[{i}]"] = check_lightning(item, f"callbacks[{i}]", "callback")
+    return found
 
 
 def _validations_per_trial(max_epochs: int, trainer_kwargs: Mapping[str, Any]) -> int | None:
@@ -402,9 +415,7 @@ class Tuner:
                 f"got an instance of {type(module).__name__}: pass the class (and its fixed "
                 "arguments as `module_kwargs`), so that each trial builds a fresh module"
             )
-        if inspect.isclass(module):
-            _check_class(module, pl.LightningModule, "module")
-        elif not callable(module):
+        if not inspect.isclass(module) and not callable(module):
             raise TypeError(
                 "`module` must be a LightningModule class or a function params -> module, but "
                 f"got {type(module).__name__}"
@@ -415,31 +426,23 @@ class Tuner:
             _check_kwargs(module, self.module_kwargs, "module_kwargs")
         elif self.module_kwargs:
             raise ValueError("`module_kwargs` can only be used with a module class")
-        if (
-            datamodule is not None
-            and not callable(datamodule)
-            and not isinstance(datamodule, pl.LightningDataModule)
-        ):
-            check_pytorch_lightning(datamodule, "datamodule", "datamodule")
-        if inspect.isclass(datamodule):
-            _check_class(datamodule, pl.LightningDataModule, "datamodule")
         self.datamodule = datamodule
         self.datamodule_kwargs = dict(datamodule_kwargs or {})
         if inspect.isclass(datamodule):
             _check_kwargs(datamodule, self.datamodule_kwargs, "datamodule_kwargs")
         elif self.datamodule_kwargs:
             raise ValueError("`datamodule_kwargs` can only be used with a datamodule class")
-        if callbacks is not None and not callable(callbacks):
-            if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Sequence):
-                raise TypeError(
-                    "`callbacks` must be a list of callbacks / functions params -> callback, or "
-                    f"a function params -> list, but got {type(callbacks).__name__}"
-                )
-            for i, item in enumerate(callbacks):
-                if not isinstance(item, pl.Callback) and (
-                    inspect.isclass(item) or not callable(item)
-                ):
-                    check_pytorch_lightning(item, f"callbacks[{i}]", "callback")
+        if (
+            callbacks is not None
+            and not callable(callbacks)
+            and (isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Sequence))
+        ):
+            raise TypeError(
+                "`callbacks` must be a list of callbacks / functions params -> callback, or "
+                f"a function params -> list, but got {type(callbacks).__name__}"
+            )
+        # Which Lightning package's Trainer runs the trials: mixing the two fails now.
+        common_namespace(_lightning_parts(module, datamodule, callbacks))
         self.callbacks = callbacks
         self.search_space = SearchSpace.coerce(search_space)
         self._check_params_consumed()
@@ -467,7 +470,7 @@ class Tuner:
             raise ValueError(f"`max_epochs` must be an int >= 1, but got {max_epochs=!r}")
         self.max_epochs = max_epochs
         self.trainer_kwargs = dict(trainer_kwargs or {})
-        _check_kwargs(pl.Trainer, self.trainer_kwargs, "trainer_kwargs")
+        _check_kwargs(NAMESPACES[0].Trainer, self.trainer_kwargs, "trainer_kwargs")
         owned = sorted(set(self.trainer_kwargs) & set(_OWNED_TRAINER_KEYS))
         if owned:
             raise ValueError(
@@ -557,10 +560,10 @@ class Tuner:
         takers: list[set[str] | None] = [accepted_kwargs(self.module)]
         if inspect.isclass(self.datamodule):
             takers.append(accepted_kwargs(self.datamodule))
-        elif callable(self.datamodule) and not isinstance(self.datamodule, pl.LightningDataModule):
+        elif callable(self.datamodule) and not isinstance(self.datamodule, _DATAMODULES):
             return
         if callable(self.callbacks) or any(
-            not isinstance(c, pl.Callback) for c in (self.callbacks or ())
+            not isinstance(c, _CALLBACKS) for c in (self.callbacks or ())
         ):
             return  # a callback factory may take any name
         if any(t is None for t in takers):
@@ -587,14 +590,14 @@ class Tuner:
     def build_datamodule(self, params: Params) -> pl.LightningDataModule | None:
         """The datamodule for a trial's hyperparameters."""
         source = self.datamodule
-        if source is None or isinstance(source, pl.LightningDataModule):
+        if source is None or isinstance(source, _DATAMODULES):
             return source
         dm = (
             self._from_class(source, self.datamodule_kwargs, params)
             if inspect.isclass(source)
             else source(fresh(params))
         )
-        check_pytorch_lightning(dm, "datamodule(params)", "datamodule")
+        check_lightning(dm, "datamodule(params)", "datamodule")
         return dm
 
     def build_module(self, params: Params, datamodule: Any = None) -> pl.LightningModule:
@@ -612,7 +615,7 @@ class Tuner:
             module = self._from_class(self.module, fixed, params)
         else:
             module = self.module(fresh(params))
-        check_pytorch_lightning(module, "module(params)", "module")
+        check_lightning(module, "module(params)", "module")
         return module
 
     def build_callbacks(self, params: Params) -> list[pl.Callback]:
@@ -623,11 +626,11 @@ class Tuner:
             built = list(self.callbacks(fresh(params)))
         else:
             built = [
-                copy.deepcopy(c) if isinstance(c, pl.Callback) else c(fresh(params))
+                copy.deepcopy(c) if isinstance(c, _CALLBACKS) else c(fresh(params))
                 for c in self.callbacks
             ]
         for i, callback in enumerate(built):
-            check_pytorch_lightning(callback, f"callbacks(params)[{i}]", "callback")
+            check_lightning(callback, f"callbacks(params)[{i}]", "callback")
         return built
 
     def pruning_callback(self, trial: optuna.Trial) -> DistributedOptunaPruning:
@@ -636,10 +639,16 @@ class Tuner:
         return DistributedOptunaPruning(trial, monitor=self.monitor, on_nonfinite=self.on_nonfinite)
 
     def make_trainer(
-        self, callbacks: Sequence[pl.Callback], *, root: str | pathlib.Path, **overrides: Any
+        self,
+        callbacks: Sequence[pl.Callback],
+        *,
+        root: str | pathlib.Path,
+        namespace: Any = None,
+        **overrides: Any,
     ) -> pl.Trainer:
-        """A trial's Trainer with ``callbacks``, the tuner's Trainer settings and ``overrides``."""
-        return pl.Trainer(
+        """A trial's Trainer with ``callbacks``, the tuner's Trainer settings and ``overrides``,
+        from the Lightning package ``namespace`` (default: the first installed)."""
+        return (namespace or NAMESPACES[0]).Trainer(
             **{
                 **_TRAINER_DEFAULTS,
                 "logger": False,
@@ -670,7 +679,20 @@ class Tuner:
         """Logs and checkpoints of trial ``number``."""
         return self.study_dir / "trials" / f"trial_{number:04d}"
 
-    def _trial_loggers(self, number: int) -> list[Any]:
+    @staticmethod
+    def trial_namespace(module: Any, datamodule: Any, callbacks: Sequence[Any]) -> ModuleType:
+        """The Lightning package (``pytorch_lightning`` or ``lightning.pytorch``) whose Trainer
+        runs these objects: the one the user's classes come from, or, when all of them are
+        lightning_tune's own (which work with both), the first installed of the two.
+        ``TypeError`` if they mix the two packages."""
+        found = {"module": check_lightning(module, "module", "module")}
+        if datamodule is not None:
+            found["datamodule"] = check_lightning(datamodule, "datamodule", "datamodule")
+        for i, callback in enumerate(callbacks):
+            found[f"callbacks[{i}]"] = check_lightning(callback, f"callbacks[{i}]", "callback")
+        return common_namespace(found)
+
+    def _trial_loggers(self, number: int, pl: ModuleType) -> list[Any]:
         loggers: list[Any] = []
         if "csv" in self.loggers:
             loggers.append(
@@ -753,6 +775,16 @@ class Tuner:
         if isinstance(source, str):
             return "memory" if source in ("memory", ":memory:") else mask_url(source)
         return type(source).__name__
+
+    @property
+    def dashboard_command(self) -> str | None:
+        """The ``lightning-tune dashboard`` command that opens this study (None in memory)."""
+        if self._storage_source is None:
+            return f"lightning-tune dashboard {self.study_dir}"
+        where = self.storage_description
+        return (
+            None if where == "memory" or "://" not in where else f"lightning-tune dashboard {where}"
+        )
 
     def create_study(self) -> optuna.Study:
         """Create the study, or load it if it exists (checking that it was created with the same
@@ -892,14 +924,16 @@ class Tuner:
         start = time.perf_counter()
         params = self.search_space.suggest(trial)
         trial.set_user_attr("params", _json_safe(params))
-        pl.seed_everything(self.seed + trial.number, workers=True, verbose=False)
+        NAMESPACES[0].seed_everything(self.seed + trial.number, workers=True, verbose=False)
         datamodule = self.build_datamodule(params)
         module = self.build_module(params, datamodule)
+        user_callbacks = self.build_callbacks(params)
+        pl = self.trial_namespace(module, datamodule, user_callbacks)
         trial_dir = self.trial_dir(trial.number)
         if trial_dir.exists():  # an in-memory study run again: trial numbers restart
             shutil.rmtree(trial_dir)
         pruning = self.pruning_callback(trial)
-        callbacks = [*self.build_callbacks(params), pruning]
+        callbacks = [*user_callbacks, pruning]
         diagnosis = None if self.diagnostics is None else diagnostics_callback(self.diagnostics)
         if diagnosis is not None:
             callbacks.append(diagnosis)
@@ -914,16 +948,18 @@ class Tuner:
                 enable_version_counter=False,
             )
             callbacks.append(checkpoint)
-        loggers = self._trial_loggers(trial.number)
+        loggers = self._trial_loggers(trial.number, pl)
         trainer = self.make_trainer(
             callbacks,
             root=trial_dir,
+            namespace=pl,
             logger=loggers or False,
             enable_checkpointing=checkpoint is not None,
         )
         for logger in loggers:
             logger.log_hyperparams({**params, "trial": trial.number})
         trial.set_user_attr("log_dir", str(trial_dir))
+        trial.set_user_attr("lightning", pl.__name__)
         fit_start = time.perf_counter()
         try:
             if datamodule is None:
@@ -1079,6 +1115,9 @@ class Tuner:
                 result.report_files.update(
                     save_pbt_report(study, self.study_dir / "report", self.monitor, plots=plots)
                 )
+            if self.dashboard_command:
+                with result.report_files["summary"].open("a") as f:
+                    f.write(f"\nBrowse the study: {self.dashboard_command}\n")
         return result
 
     def run(
@@ -1131,6 +1170,8 @@ class Tuner:
             print(result.summary())
             if result.report_files:
                 print(f"Report: {self.study_dir / 'report'}")
+            if self.dashboard_command:
+                print(f"Dashboard: {self.dashboard_command}")
         return result
 
     def test_best(self, result: TuneResult | None = None) -> dict[str, float]:
@@ -1138,9 +1179,11 @@ class Tuner:
         result = result if result is not None else self.result(report=False)
         best = result.best_trial
         params = trial_params(best)
-        pl.seed_everything(self.seed + best.number, workers=True, verbose=False)
+        NAMESPACES[0].seed_everything(self.seed + best.number, workers=True, verbose=False)
         datamodule = self.build_datamodule(params)
         module = self.build_module(params, datamodule)
+        callbacks = self.build_callbacks(params)
+        pl = self.trial_namespace(module, datamodule, callbacks)
         trainer_args = {
             **_TRAINER_DEFAULTS,
             **self.trainer_kwargs,
@@ -1152,7 +1195,7 @@ class Tuner:
         ckpt = result.best_checkpoint
         with self.quiet_libraries():
             if ckpt is None:
-                trainer = pl.Trainer(**trainer_args, callbacks=self.build_callbacks(params))
+                trainer = pl.Trainer(**trainer_args, callbacks=callbacks)
                 trainer.fit(module, datamodule=datamodule)
                 metrics = trainer.test(module, datamodule=datamodule, verbose=False)
             else:

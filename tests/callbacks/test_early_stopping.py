@@ -5,18 +5,21 @@ from __future__ import annotations
 import math
 
 import pytest
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping as LightningEarlyStopping
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import lightning_tune._lightning as dual
 from lightning_tune.callbacks import EarlyStopping
 from lightning_tune.callbacks.early_stopping import EarlyStoppingReason
 
+# The Lightning namespace under test (pytorch_lightning or lightning.pytorch): every test
+# runs once per installed package, with `pl` set by the fixture (tests/conftest.py).
+pl = dual.NAMESPACES[0]
+pytestmark = pytest.mark.usefixtures("lightning_ns_as_pl")
 
-class Scripted(pl.LightningModule):
+
+class Scripted(dual.LightningModule):
     """Trains a tiny linear model and logs ``values[k]`` as ``val_loss`` at the k-th validation."""
 
     def __init__(self, values: list[float], metric: str = "val_loss") -> None:
@@ -98,7 +101,7 @@ def test_stop_epoch_matches_script_and_lightning(trainer_kwargs, values, kwargs,
         else EarlyStoppingReason.PATIENCE_EXHAUSTED
     )
     assert ours.stopping_reason == reason
-    theirs = LightningEarlyStopping("val_loss", **kwargs)
+    theirs = pl.callbacks.EarlyStopping("val_loss", **kwargs)
     trainer, _ = fit(trainer_kwargs, values, [theirs])
     assert trainer.current_epoch == expected_epochs
     assert theirs.stopped_epoch == ours.stopped_epoch
@@ -245,7 +248,9 @@ def test_restore_best_weights_from_memory(trainer_kwargs):
 
 def test_restore_best_weights_from_model_checkpoint(trainer_kwargs, tmp_path):
     values = [5, 3, 1, 2, 4, 6, 7]
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_loss", mode="min")
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="val_loss", mode="min"
+    )
     early = EarlyStopping("val_loss", patience=3, restore_best_weights=True)
     _, module = fit({**trainer_kwargs, "enable_checkpointing": True}, values, [early, checkpoint])
     assert early.state_dict().get("best_weights") is None  # no copy kept in memory
@@ -264,7 +269,7 @@ def test_restore_from_checkpoint_needs_a_matching_model_checkpoint(trainer_kwarg
 def test_resume_mid_patience_continues_exactly(trainer_kwargs, tmp_path):
     values = [5, 4, 3, 3.5, 3.6, 3.7, 3.8, 3.9, 4, 4, 4]
     kwargs = {"patience": 3, "smoothing": 0.2, "restore_best_weights": True}
-    every = ModelCheckpoint(dirpath=tmp_path / "all", save_top_k=-1, every_n_epochs=1)
+    every = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "all", save_top_k=-1, every_n_epochs=1)
     full = EarlyStopping("val_loss", **kwargs)
     _, straight = fit({**trainer_kwargs, "enable_checkpointing": True}, values, [full, every])
     assert (full.best_epoch, full.stopped_epoch, full.restored_epoch) == (2, 5, 2)
@@ -296,7 +301,7 @@ def test_resume_mid_patience_continues_exactly(trainer_kwargs, tmp_path):
 @pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
 def test_resume_keeps_constructor_settings(trainer_kwargs, tmp_path):
     values = [5, 4, 4, 4, 4, 4, 4, 4]
-    every = ModelCheckpoint(dirpath=tmp_path / "all", save_top_k=-1, every_n_epochs=1)
+    every = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "all", save_top_k=-1, every_n_epochs=1)
     fit(
         {**trainer_kwargs, "enable_checkpointing": True},
         values,

@@ -6,15 +6,19 @@ import re
 from typing import Any
 
 import pytest
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import lightning_tune._lightning as dual
 from lightning_tune.callbacks import LayerFreezing, LRSchedule
 from lightning_tune.models import TimmClassifier
 from lightning_tune.timm_utils import create_model, finetuning_groups
+
+# The Lightning namespace under test (pytorch_lightning or lightning.pytorch): every test
+# runs once per installed package, with `pl` set by the fixture (tests/conftest.py).
+pl = dual.NAMESPACES[0]
+pytestmark = pytest.mark.usefixtures("lightning_ns_as_pl")
 
 FAMILIES = {
     "test_resnet": {},
@@ -37,7 +41,7 @@ def make_module(name: str = "test_resnet", **kwargs: Any) -> TimmClassifier:
     return TimmClassifier(name, num_classes=3, lr=1e-2, model_kwargs=FAMILIES.get(name), **kwargs)
 
 
-class Recorder(Callback):
+class Recorder(dual.Callback):
     """Per epoch: trainable parameter names, the optimizer's parameter names, BN modes."""
 
     def __init__(self) -> None:
@@ -260,7 +264,7 @@ def test_resume_mid_schedule_matches_the_uninterrupted_run(
         pl.seed_everything(0, verbose=False)
         module = TimmClassifier("test_resnet", num_classes=3, lr=1e-2)
         freezing = LayerFreezing("gradual", lr_decay=0.5, **kwargs)
-        saver = ModelCheckpoint(
+        saver = pl.callbacks.ModelCheckpoint(
             dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1, filename="{epoch}"
         )
         recorder = Recorder()
@@ -314,7 +318,7 @@ def test_pretrained_local_file_with_a_new_head_trains(tmp_path, trainer_kwargs):
 
 
 # --------------------------------------------------------------------------- non-timm modules
-class Plain(pl.LightningModule):
+class Plain(dual.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(768, 8), nn.ReLU(), nn.Linear(8, 8))
@@ -435,7 +439,7 @@ def test_no_trainable_parameter_left_is_an_error(trainer_kwargs):
 
 
 # --------------------------------------------------------------------------- with LRSchedule
-class LRRecorder(Callback):
+class LRRecorder(dual.Callback):
     """The LR of every named group right before each optimizer step."""
 
     def __init__(self) -> None:
@@ -472,7 +476,9 @@ def test_resume_with_lr_schedule_matches_the_uninterrupted_run(tmp_path, trainer
             LayerFreezing("gradual", milestones=[1, 3], lr_decay=0.5, warmup_steps=3),
             LRSchedule("cosine", warmup=2),
             recorder,
-            ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, filename="{epoch}"),
+            pl.callbacks.ModelCheckpoint(
+                dirpath=tmp_path / "ckpt", save_top_k=-1, filename="{epoch}"
+            ),
         ]
         trainer = pl.Trainer(
             max_epochs=5,

@@ -6,19 +6,22 @@ import math
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.plugins.precision import MixedPrecision
 from timm.utils.agc import adaptive_clip_grad
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import lightning_tune._lightning as dual
 from lightning_tune import DigitsDataModule, TimmClassifier
 from lightning_tune.callbacks import GradientClipping
 
+# The Lightning namespace under test (pytorch_lightning or lightning.pytorch): every test
+# runs once per installed package, with `pl` set by the fixture (tests/conftest.py).
+pl = dual.NAMESPACES[0]
+pytestmark = pytest.mark.usefixtures("lightning_ns_as_pl")
 
-class Net(pl.LightningModule):
+
+class Net(dual.LightningModule):
     """Two layers on a regression with big targets, so gradients are large; NaN loss on demand."""
 
     def __init__(self, nan_at: set[int] | None = None, optimizer: str = "sgd") -> None:
@@ -50,7 +53,7 @@ class Net(pl.LightningModule):
         return DataLoader(TensorDataset(x, 50 * x.sum(1, keepdim=True)), batch_size=8)
 
 
-class GradRecorder(pl.Callback):
+class GradRecorder(dual.Callback):
     """Placed before / after GradientClipping in the callback list: sees grads before / after."""
 
     def __init__(self) -> None:
@@ -264,7 +267,10 @@ def test_amp_clips_unscaled_gradients(trainer_kwargs):
     scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
     clip = GradientClipping(max_norm=0.5)
     _, _, before, after = run(
-        trainer_kwargs, clip, steps=1, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)]
+        trainer_kwargs,
+        clip,
+        steps=1,
+        plugins=[pl.plugins.precision.MixedPrecision("16-mixed", "cpu", scaler=scaler)],
     )
     assert scaler.get_scale() == 8.0  # the step was not skipped
     assert clip.last_norm == pytest.approx(reference.last_norm, rel=0.02)  # not 8x
@@ -280,7 +286,7 @@ def test_auto_mode_resume_continues_exactly(trainer_kwargs, tmp_path):
     def clip():
         return GradientClipping(mode="auto", percentile=30, history_size=5)
 
-    every = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1)
+    every = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1)
     straight, full = Net(), clip()
     pl.Trainer(callbacks=[full, every], **{**kwargs, "enable_checkpointing": True}).fit(straight)
     ckpt = next(tmp_path.glob("epoch=0-*.ckpt"))

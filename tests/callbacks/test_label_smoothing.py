@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import lightning_tune._lightning as dual
 from lightning_tune import DigitsDataModule, TimmClassifier
 from lightning_tune.callbacks import EarlyStopping, GradientClipping, LabelSmoothing
 from lightning_tune.demo import demo_callbacks
+
+# The Lightning namespace under test (pytorch_lightning or lightning.pytorch): every test
+# runs once per installed package, with `pl` set by the fixture (tests/conftest.py).
+pl = dual.NAMESPACES[0]
+pytestmark = pytest.mark.usefixtures("lightning_ns_as_pl")
 
 
 def tiny_fit(trainer_kwargs, module, callbacks, **kwargs):
@@ -29,7 +33,7 @@ def tiny_fit(trainer_kwargs, module, callbacks, **kwargs):
     return trainer
 
 
-class Tiny(pl.LightningModule):
+class Tiny(dual.LightningModule):
     """A linear classifier whose loss is reached in the way ``kind`` says; records its losses."""
 
     def __init__(self, kind: str = "ce", classes: int = 3) -> None:
@@ -181,7 +185,7 @@ def test_validation_loss_identical_with_and_without_smoothing(trainer_kwargs):
         )
 
 
-class EpsilonRecorder(pl.Callback):
+class EpsilonRecorder(dual.Callback):
     def __init__(self) -> None:
         self.seen: list[tuple[int, float]] = []
 
@@ -199,7 +203,7 @@ def test_annealed_to_zero_over_the_last_epochs(trainer_kwargs):
 
 @pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
 def test_schedule_resumes_exactly(trainer_kwargs, tmp_path):
-    every = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1)
+    every = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1)
     straight, recorder = Tiny("ce"), EpsilonRecorder()
     tiny_fit(
         {**trainer_kwargs, "enable_checkpointing": True},

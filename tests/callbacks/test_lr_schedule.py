@@ -7,20 +7,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import lightning_tune._lightning as dual
 from lightning_tune import TimmClassifier
 from lightning_tune.callbacks import CyclicLR, LRSchedule, OneCycle, Warmup
 from lightning_tune.data import DigitsDataModule
 
+# The Lightning namespace under test (pytorch_lightning or lightning.pytorch): every test
+# runs once per installed package, with `pl` set by the fixture (tests/conftest.py).
+pl = dual.NAMESPACES[0]
+pytestmark = pytest.mark.usefixtures("lightning_ns_as_pl")
+
 BATCHES = 8  # training batches per epoch
 
 
-class TinyModule(pl.LightningModule):
+class TinyModule(dual.LightningModule):
     """Two layers; the optimizer starts with two groups over ``a`` (``b`` joins later)."""
 
     def __init__(self, optimizer: str = "adam", scheduler: bool = False) -> None:
@@ -60,7 +64,7 @@ class TinyModule(pl.LightningModule):
         return DataLoader(TensorDataset(x, y), batch_size=4)
 
 
-class AddGroup(pl.Callback):
+class AddGroup(dual.Callback):
     """Adds layer ``b`` as a new param group at ``epoch`` (what a freezing callback does).
 
     Stateful like Lightning's BaseFinetuning: on resume it re-adds the group in on_fit_start,
@@ -101,7 +105,7 @@ class AddGroup(pl.Callback):
         self.added = state_dict["added"]
 
 
-class Recorder(pl.Callback):
+class Recorder(dual.Callback):
     """The (step, lr per group, momentum per group) each optimizer update actually uses."""
 
     def __init__(self) -> None:
@@ -261,7 +265,7 @@ def _resume_run(tmp_path: Path, trainer_kwargs: dict, make_callback, stop_at: in
         return [AddGroup(epoch=1, warmup_steps=5), make_callback()]
 
     _, full = _fit(trainer_kwargs, callbacks())
-    checkpoint = ModelCheckpoint(
+    checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=tmp_path / "ckpt", every_n_train_steps=stop_at, save_top_k=-1, filename="{step}"
     )
     settings = {**trainer_kwargs, "enable_checkpointing": True}
@@ -324,7 +328,7 @@ def test_lrs_are_logged_beside_learning_rate_monitor(tmp_path, trainer_kwargs):
     logger = pl.loggers.CSVLogger(tmp_path, name="logs")
     settings = {**trainer_kwargs, "logger": logger, "log_every_n_steps": 4}
     callback = LRSchedule("cosine", warmup=2)
-    _fit(settings, [callback, LearningRateMonitor("step")], max_epochs=1)
+    _fit(settings, [callback, pl.callbacks.LearningRateMonitor("step")], max_epochs=1)
     import pandas as pd
 
     metrics = pd.read_csv(Path(logger.log_dir) / "metrics.csv")
@@ -572,7 +576,7 @@ def test_with_layer_freezing_new_groups_warm_up_and_resume_exactly(tmp_path, tra
     first = sizes.index(max(sizes))
     assert first == 8 and sizes[4] > sizes[3]  # groups join at epochs 1 and 2 (4 steps each)
     assert all(lr == 0.0 for lr in full[first][1][sizes[first - 1] :])  # own warmup starts at 0
-    checkpoint = ModelCheckpoint(
+    checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=tmp_path / "ckpt", every_n_train_steps=5, save_top_k=-1, filename="{step}"
     )
     run([checkpoint], max_steps=5)

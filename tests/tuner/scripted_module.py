@@ -1,16 +1,21 @@
-"""A tiny scripted LightningModule for the tuner tests: validation i logs ``values[i]``."""
+"""A tiny scripted LightningModule for the tuner tests: validation i logs ``values[i]``.
+
+``ScriptedModule`` is a ``pytorch_lightning`` module, ``UnifiedScriptedModule`` the same one
+from ``lightning.pytorch`` (``SCRIPTED`` maps each package name to its class).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import lightning.pytorch as unified
 import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 
-class ScriptedModule(pl.LightningModule):
+class _Scripted:
     """A 2->1 linear model whose ``metric`` at validation i is ``values[i]`` (the last repeats)."""
 
     def __init__(
@@ -57,6 +62,17 @@ class ScriptedModule(pl.LightningModule):
         return self._loader(4)
 
 
+class ScriptedModule(_Scripted, pl.LightningModule):
+    """The scripted module of ``pytorch_lightning``."""
+
+
+class UnifiedScriptedModule(_Scripted, unified.LightningModule):
+    """The scripted module of ``lightning.pytorch``."""
+
+
+SCRIPTED = {"pytorch_lightning": ScriptedModule, "lightning.pytorch": UnifiedScriptedModule}
+
+
 class SlowSteps(pl.Callback):
     """Makes each training step last ``seconds``, so a run can be killed in the middle of a trial."""
 
@@ -83,3 +99,38 @@ class SumModule(ScriptedModule):
         super().on_validation_epoch_end()
         if not self.trainer.sanity_checking:
             self.log("size", torch.tensor(float(self.n)))
+
+
+class _DigitsNet:
+    """A linear classifier of DigitsDataModule images (3x8x8) that logs ``val_loss``."""
+
+    def __init__(self, lr: float = 0.01, weight_decay: float = 0.0, num_classes: int = 10):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, num_classes))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.cross_entropy(self.net(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+
+
+class DigitsNet(_DigitsNet, pl.LightningModule):
+    """A user's digits classifier on ``pytorch_lightning``."""
+
+
+class UnifiedDigitsNet(_DigitsNet, unified.LightningModule):
+    """The same on ``lightning.pytorch``."""
+
+
+DIGITS_NETS = {"pytorch_lightning": DigitsNet, "lightning.pytorch": UnifiedDigitsNet}

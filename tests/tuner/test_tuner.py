@@ -8,8 +8,9 @@ import optuna
 import pytest
 import pytorch_lightning as pl
 from optuna.trial import TrialState
-from scripted_module import ScriptedModule
+from scripted_module import SCRIPTED, ScriptedModule, UnifiedScriptedModule
 
+import lightning_tune._lightning as dual
 from lightning_tune import DigitsDataModule, TimmClassifier
 from lightning_tune.tuner import Categorical, Float, MetricNotFoundError, PowerOfTwo, Tuner
 
@@ -419,10 +420,83 @@ def test_bad_budgets(tmp_path, n_trials, timeout, match):
         tuner.optimize(n_trials=n_trials, timeout=timeout)
 
 
-def test_unified_lightning_objects_are_refused_with_a_hint(tmp_path):
-    lightning = pytest.importorskip("lightning.pytorch")
-    with pytest.raises(TypeError, match="unified `lightning` package"):
-        Tuner(lightning.LightningModule, {"x": Float(0.0, 1.0)}, output_dir=tmp_path)
+class PackageRecorder(dual.Callback):
+    """Records the package of each trial's Trainer."""
+
+    seen: list[str] = []
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        PackageRecorder.seen.append(type(trainer).__module__.split(".")[0])
+
+
+def _scripted_sweep(tmp_path, make_module, callbacks=None):
+    tuner = Tuner(
+        make_module,
+        {"quality": Float(0.0, 1.0)},
+        callbacks=callbacks,
+        pruner="median",
+        pruner_kwargs={"n_startup_trials": 2},
+        sampler="random",
+        seed=3,
+        max_epochs=4,
+        storage="memory",
+        output_dir=tmp_path,
+        keep_checkpoints=0,
+        loggers=(),
+        trainer_kwargs={"accelerator": "cpu", "num_sanity_val_steps": 0},
+        quiet=True,
+    )
+    study = tuner.optimize(n_trials=8)
+    return [(t.state, t.last_step, t.params["quality"]) for t in study.trials]
+
+
+@pytest.mark.parametrize("package", ["pytorch_lightning", "lightning.pytorch"])
+def test_a_sweep_prunes_identically_with_either_package(tmp_path, package):
+    if package not in {ns.__name__ for ns in dual.NAMESPACES}:
+        pytest.skip(f"{package} is not installed")
+    cls = SCRIPTED[package]
+    PackageRecorder.seen = []
+
+    def make_module(params):  # later rungs worse for low quality: the median prunes them
+        return cls([params["quality"] * (s + 1) for s in range(4)])
+
+    trials = _scripted_sweep(tmp_path, make_module, callbacks=[PackageRecorder()])
+    assert PackageRecorder.seen == [package.split(".")[0]] * 8
+    expected = _scripted_sweep(
+        tmp_path, lambda p: ScriptedModule([p["quality"] * (s + 1) for s in range(4)])
+    )
+    assert trials == expected
+    assert sum(state == TrialState.PRUNED for state, _, _ in trials) >= 2
+
+
+def test_our_own_classes_run_in_the_default_package(tmp_path):
+    PackageRecorder.seen = []
+    tuner = _digits_tuner(
+        tmp_path,
+        {"lr": Float(1e-3, 1e-2)},
+        callbacks=[PackageRecorder()],
+        storage="memory",
+        max_epochs=1,
+        keep_checkpoints=0,
+        loggers=(),
+    )
+    tuner.optimize(n_trials=1)
+    assert PackageRecorder.seen == [dual.NAMESPACES[0].__name__.split(".")[0]]
+
+
+def test_objects_of_the_two_packages_are_not_mixed(tmp_path):
+    if len(dual.NAMESPACES) < 2:
+        pytest.skip("needs both Lightning packages")
+    with pytest.raises(
+        TypeError,
+        match=r"`module` is from lightning\.pytorch, `callbacks\[0\]` is from pytorch_lightning",
+    ):
+        Tuner(
+            UnifiedScriptedModule,
+            {"x": Float(0.0, 1.0)},
+            callbacks=[pl.callbacks.Timer()],
+            output_dir=tmp_path,
+        )
 
 
 def test_an_existing_study_with_a_clashing_search_space_is_refused_and_untouched(tmp_path):

@@ -16,9 +16,10 @@ import time
 
 import optuna
 import pytest
-import pytorch_lightning as pl
 from optuna.trial import TrialState
+from scripted_module import DIGITS_NETS
 
+import lightning_tune._lightning as dual
 from lightning_tune import DigitsDataModule, TimmClassifier
 from lightning_tune.tuner import Tuner
 from lightning_tune.tuner.distributed import DistributedOptunaPruning
@@ -59,7 +60,7 @@ trainer: {accelerator: cpu, devices: 1, limit_train_batches: 2, limit_val_batche
 """
 
 
-class SlowSteps(pl.Callback):
+class SlowSteps(dual.Callback):
     """Makes each training step last a while, so a worker can be killed in the middle."""
 
     def __init__(self, seconds: float) -> None:
@@ -69,7 +70,7 @@ class SlowSteps(pl.Callback):
         time.sleep(self.seconds)
 
 
-class RankReport(pl.Callback):
+class RankReport(dual.Callback):
     """Writes what each DDP rank saw of the pruning decision to <directory>/rank<k>.json."""
 
     def __init__(self, directory: str) -> None:
@@ -98,7 +99,15 @@ class Exploding(TimmClassifier):
         return super().training_step(batch, batch_idx)
 
 
-def _tuner(tmp_path, storage, module=TimmClassifier, callbacks=None, trainer=None, **kwargs):
+def _tuner(
+    tmp_path,
+    storage,
+    module=TimmClassifier,
+    callbacks=None,
+    trainer=None,
+    module_kwargs=(("model_name", "test_resnet"),),
+    **kwargs,
+):
     options = {
         "pruner": "median",
         "pruner_kwargs": {"n_startup_trials": 2},
@@ -114,7 +123,7 @@ def _tuner(tmp_path, storage, module=TimmClassifier, callbacks=None, trainer=Non
         SPACE,
         datamodule=DigitsDataModule,
         datamodule_kwargs={"image_size": 8, "train_fraction": 0.2, "batch_size": 32},
-        module_kwargs={"model_name": "test_resnet"},
+        module_kwargs=dict(module_kwargs),
         callbacks=callbacks,
         storage=storage,
         study_name="workers",
@@ -166,6 +175,27 @@ def test_two_worker_processes_finish_exactly_n_trials(request, tmp_path, storage
     _assert_intact(study, 5)
     # A second run with the same target has nothing left to do.
     assert run_worker(_tuner(tmp_path, spec), n_trials=5) == 0
+
+
+@pytest.mark.slow
+def test_two_workers_from_the_cli_with_a_users_module_of_each_package(tmp_path, lightning_ns):
+    config = tmp_path / "sweep.yaml"
+    module = DIGITS_NETS[lightning_ns.__name__].__name__
+    text = WORKER_CONFIG.replace(
+        "model: {class: TimmClassifier, kwargs: {model_name: test_resnet}}",
+        f"model: {{class: scripted_module.{module}}}",
+    )
+    config.write_text(text)
+    argv = ["tune", "--config", str(config), "--workers", "2", "--n-trials", "3",
+            "--output-dir", str(tmp_path), "--quiet"]  # fmt: skip
+    from lightning_tune.cli import main
+
+    assert main(argv) == 0
+    storage = resolve_storage(None, tmp_path / "from-config")
+    study = optuna.load_study(study_name="from-config", storage=storage)
+    _assert_intact(study, 3)
+    finished = [t for t in study.trials if t.state in FINISHED]
+    assert {t.user_attrs["lightning"] for t in finished} == {lightning_ns.__name__}
 
 
 def test_a_trial_that_raises_is_failed_with_its_message_and_the_sweep_goes_on(tmp_path):
@@ -262,10 +292,12 @@ def ddp_main_port(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_ddp_trial_is_pruned_once_and_stops_on_both_ranks(tmp_path, ddp_main_port):
+def test_a_ddp_trial_is_pruned_once_and_stops_on_both_ranks(tmp_path, ddp_main_port, lightning_ns):
     tuner = _tuner(
         tmp_path,
         None,
+        module=DIGITS_NETS[lightning_ns.__name__],  # a user's module of each package
+        module_kwargs=(),
         callbacks=[RankReport(str(tmp_path))],
         trainer={"devices": 2, "strategy": "ddp_spawn"},
         pruner=optuna.pruners.ThresholdPruner(upper=0.0),  # any loss > 0: prune at once
@@ -277,6 +309,7 @@ def test_a_ddp_trial_is_pruned_once_and_stops_on_both_ranks(tmp_path, ddp_main_p
     trials = tuner.study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.PRUNED], [t.user_attrs for t in trials]
     (trial,) = trials
+    assert trial.user_attrs["lightning"] == lightning_ns.__name__
     assert list(trial.intermediate_values) == [0]  # one report, at the first validation
     assert trial.user_attrs["validations"] == 1
     assert trial.user_attrs["prune_reason"].startswith("pruned at validation step 0")
@@ -330,9 +363,12 @@ def test_worker_command_joins_a_study_and_never_prints_the_password(tmp_path, po
 
 
 def test_distributed_pruning_resumes_from_a_checkpoint_like_the_uninterrupted_run(
-    trainer_kwargs, tmp_path
+    trainer_kwargs, tmp_path, lightning_ns
 ):
-    from scripted_module import ScriptedModule
+    from scripted_module import SCRIPTED
+
+    pl = lightning_ns
+    ScriptedModule = SCRIPTED[pl.__name__]
 
     values = [3.0, 2.0, 1.5, 1.2, 1.1, 1.0]
     study = optuna.create_study()

@@ -11,11 +11,15 @@ hook for anything else a checkpoint would overwrite.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
 import torch
 from typing_extensions import override
+
+from lightning_tune._lightning import Callback
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["HOOK", "OPTIMIZER_KEYS", "HyperparameterUpdate", "set_optimizer_hyperparameters"]
 
@@ -57,7 +61,7 @@ def set_optimizer_hyperparameters(
             group["momentum"] = float(params["momentum"])
 
 
-class HyperparameterUpdate(pl.Callback):
+class HyperparameterUpdate(Callback):
     """After a checkpoint is restored, set the optimizer hyperparameters and call the hook.
 
     At ``on_train_start`` (the optimizer state has been loaded by then): the ``optimizer_keys``

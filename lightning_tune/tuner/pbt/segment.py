@@ -15,16 +15,19 @@ import math
 import os
 import pathlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
+from lightning_tune._lightning import NAMESPACES, Callback, Checkpoint
 from lightning_tune.tuner.pbt.apply import HyperparameterUpdate
 from lightning_tune.tuner.pbt.reach import PBTPlan
 from lightning_tune.tuner.pruning import MetricNotFoundError
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["EpochCheckpoint", "SegmentReport", "run_segment", "segment_dir"]
 
@@ -32,7 +35,7 @@ __all__ = ["EpochCheckpoint", "SegmentReport", "run_segment", "segment_dir"]
 _TRAINER_DEFAULTS: dict[str, Any] = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
-class SegmentReport(pl.Callback):
+class SegmentReport(Callback):
     """Report ``monitor`` to the segment's trial after each validation; stop at ``end_epoch``.
 
     The step is the member's validation index over its whole lineage (kept in the checkpoint),
@@ -88,7 +91,7 @@ class SegmentReport(pl.Callback):
         self.validations = int(state_dict.get("validations", 0))
 
 
-class EpochCheckpoint(pl.callbacks.Checkpoint):
+class EpochCheckpoint(Checkpoint):
     """Write the full training state to ``path`` after every training epoch, atomically.
 
     A ``Checkpoint`` subclass, so Lightning runs it after the other callbacks' epoch-end hooks.
@@ -138,14 +141,17 @@ def run_segment(tuner: Any, trial: optuna.Trial, plan: PBTPlan) -> float:
     last = directory / "last.ckpt"
     start = _resume_point(directory, end_epoch, info.get("start"))
     trial.set_user_attr("resumed_from", start)
-    pl.seed_everything(tuner.seed + 7919 * round + member, workers=True, verbose=False)
+    NAMESPACES[0].seed_everything(tuner.seed + 7919 * round + member, workers=True, verbose=False)
     datamodule = tuner.build_datamodule(params)
     module = tuner.build_module(params, datamodule)
     report = SegmentReport(trial, tuner.monitor, end_epoch)
     update = HyperparameterUpdate(params, plan.optimizer_keys, resumed=start is not None)
-    callbacks = [*tuner.build_callbacks(params), update, report, EpochCheckpoint(last)]
-    loggers = tuner._trial_loggers(trial.number)
-    trainer = pl.Trainer(
+    user_callbacks = tuner.build_callbacks(params)
+    ns = tuner.trial_namespace(module, datamodule, user_callbacks)
+    callbacks = [*user_callbacks, update, report, EpochCheckpoint(last)]
+    loggers = tuner._trial_loggers(trial.number, ns)
+    trial.set_user_attr("lightning", ns.__name__)
+    trainer = ns.Trainer(
         **{
             **_TRAINER_DEFAULTS,
             **tuner.trainer_kwargs,
