@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ["INTERVALS", "LRSchedule"]
 
+#: Steps (or epochs) a schedule is laid over under ``Trainer(fast_dev_run=...)``.
+_SMOKE_RUN = 1000
+
 
 class LRSchedule(Callback):
     """Set every parameter group's LR from a warmup and a main schedule, each optimizer step.
@@ -380,6 +383,10 @@ class LRSchedule(Callback):
         else:
             total = trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
             per_epoch = None
+        if trainer.fast_dev_run:
+            # A smoke test of a few batches (also the tuner's pre-flight) cannot hold the real
+            # run's warmup: lay the schedule over a nominal run instead of refusing it.
+            total = max(_SMOKE_RUN, per_epoch or 0)
         self._warmup_steps, self._main_total = self.lengths(total, per_epoch)
         step = self._step(trainer)
         loaded = self._loaded or {}

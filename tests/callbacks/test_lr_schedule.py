@@ -582,3 +582,19 @@ def test_with_layer_freezing_new_groups_warm_up_and_resume_exactly(tmp_path, tra
     run([checkpoint], max_steps=5)
     resumed = run([], ckpt_path=str(tmp_path / "ckpt" / "step=5.ckpt"))
     assert resumed == full[5:]
+
+
+def test_a_fast_dev_run_smoke_test_accepts_a_warmup_fraction():
+    # the tuner's pre-flight and users' smoke tests run one batch: the schedule must not refuse
+    from lightning_tune import DigitsDataModule, TimmClassifier
+
+    schedule = LRSchedule("cosine", warmup=0.1)
+    trainer = pl.Trainer(
+        fast_dev_run=1, callbacks=[schedule], enable_progress_bar=False, accelerator="cpu"
+    )
+    trainer.fit(TimmClassifier("test_resnet", num_classes=10), DigitsDataModule(image_size=16))
+    assert trainer.global_step == 1
+    with pytest.raises(ValueError, match="must be shorter than the run"):
+        pl.Trainer(
+            max_steps=1, callbacks=[LRSchedule("cosine", warmup=0.1)], enable_progress_bar=False
+        ).fit(TimmClassifier("test_resnet", num_classes=10), DigitsDataModule(image_size=16))
