@@ -17,6 +17,7 @@ from torch import nn
 from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
+from lightning_tune.callbacks._resume import warn_if_resume_skips_validation
 from lightning_tune.callbacks.lr_schedule import LRSchedule
 from lightning_tune.timm_utils import find_timm_model, finetuning_groups
 
@@ -109,9 +110,9 @@ class LayerFreezing(Callback):
         >>> for epoch, groups in freezing.plan(TimmClassifier("test_resnet"), epochs=4):
         ...     print(epoch, groups, [freezing.lr_scale(g) for g in groups])
         0 ['head'] [1.0]
-        1 ['head', 'group_4'] [1.0, 0.5]
-        2 ['head', 'group_4'] [1.0, 0.5]
-        3 ['head', 'group_4', 'group_3'] [1.0, 0.5, 0.25]
+        1 ['head', 'layer4'] [1.0, 0.5]
+        2 ['head', 'layer4'] [1.0, 0.5]
+        3 ['head', 'layer4', 'layer3'] [1.0, 0.5, 0.25]
 
         Train with it (``LRSchedule`` drives the LR of the groups it adds):
         ``pl.Trainer(callbacks=[freezing, LRSchedule("cosine", warmup=0.1)])``.
@@ -234,6 +235,7 @@ class LayerFreezing(Callback):
         self._restored: dict[str, Any] | None = None
         self._reference: tuple[list[str], torch.Tensor] | None = None
         self._verify_pending = False
+        self._synced_epoch = -1
         self._trainer_ref: weakref.ref[pl.Trainer] | None = None
         self._bn_modules: list[tuple[nn.Module, set[str]]] = []
         self._bn_param_names: set[str] = set()
@@ -287,6 +289,32 @@ class LayerFreezing(Callback):
             (epoch, [self._groups[i][0] for i in sorted(self._target(epoch), reverse=True)])
             for epoch in range(epochs)
         ]
+
+    def plan_table(
+        self, max_epochs: int | None = None, pl_module: pl.LightningModule | None = None
+    ) -> str:
+        """The plan as a table: group, parameters, the epoch it starts training, LR scale.
+
+        Printed at fit start (resolved in ``setup``; see :meth:`plan` for a preview).
+        """
+        starts = {i: 0 for i in self._initial()}
+        for epoch, idx in self._steps():
+            starts.update({i: epoch for i in idx})
+        sizes = {n: p.numel() for n, p in pl_module.named_parameters()} if pl_module else {}
+        rows = []
+        for i in range(len(self._groups) - 1, -1, -1):
+            name, names = self._groups[i]
+            count = f"{sum(sizes.get(n, 0) for n in names):,}" if sizes else f"{len(names)} tensors"
+            start = starts.get(i)
+            when = "never" if start is None else f"epoch {start}"
+            if start is not None and max_epochs is not None and max_epochs >= 0:
+                when += " (after the run)" if start >= max_epochs else ""
+            rows.append((name, count, when, f"{self.lr_decay ** self.depth(i):.4g}"))
+        header = ("group", "params", "trains from", "LR scale")
+        widths = [max(len(r[k]) for r in [header, *rows]) for k in range(4)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
+        title = f"LayerFreezing plan (strategy={self.strategy!r}, lr_decay={self.lr_decay:g}):"
+        return "\n".join([title, *lines])
 
     def schedule(self) -> list[tuple[int, list[str]]]:
         """``(epoch, group names)`` of each unfreeze step (resolved in ``setup``)."""
@@ -493,8 +521,10 @@ class LayerFreezing(Callback):
                 new["params"] = params
                 if "param_names" in group:
                     new["param_names"] = [names_of[id(p)] for p in params]
-                if len(by_depth) > 1 and "name" in group:
-                    new["name"] = f"{group['name']}/depth{depth}"
+                if "name" in group:
+                    new["name"] = self._group_name(group["name"], params, names_of, depth)
+                    if len(by_depth) > 1 and new["name"] == group["name"]:
+                        new["name"] = f"{group['name']}/depth{depth}"
                 new["initial_lr"] = initial_lr
                 new["lr_scale"] = base_scale * self.lr_decay**depth
                 new["lr"] = initial_lr * new["lr_scale"]
@@ -511,7 +541,22 @@ class LayerFreezing(Callback):
                 optimizer.add_param_group(group)
         else:
             for group, new in zip(optimizer.param_groups, rebuilt):
-                group.update({k: new[k] for k in ("initial_lr", "lr_scale", "lr")})
+                group.update(
+                    {k: new[k] for k in ("initial_lr", "lr_scale", "lr", "name") if k in new}
+                )
+
+    def _group_name(
+        self, name: str, params: list[torch.Tensor], names_of: dict[int, str], depth: int
+    ) -> str:
+        """``all/decay`` -> ``head/decay`` when all of a group's parameters are in one layer
+        group (the head at fit start): the optimizer's group says which layers it trains."""
+        first, _, rest = str(name).partition("/")
+        group_of = self._group_of()
+        owners = {group_of.get(names_of.get(id(p), ""), -1) for p in params}
+        if first != "all" or len(owners) != 1 or -1 in owners:
+            return name
+        layer = self._groups[owners.pop()][0]
+        return f"{layer}/{rest}" if rest else layer
 
     def _head_optimizer(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
@@ -563,7 +608,7 @@ class LayerFreezing(Callback):
                 and id(params[n]) in present
                 and n not in self._bn_param_names
             ]
-            if already:
+            if already and self.lr_decay != 1:  # same LR either way with lr_decay == 1
                 rank_zero_warn(
                     f"LayerFreezing: {len(already)} parameters of {name} (e.g. {already[0]}) were "
                     "already in the optimizer while frozen, so they train with that group's LR, "
@@ -619,6 +664,7 @@ class LayerFreezing(Callback):
         if stage != "fit":
             return
         self._trainer_ref = weakref.ref(trainer)
+        self._synced_epoch = -1
         self._resolve_groups(pl_module)
         self._validate(trainer)
         managed = {n for _, names in self._groups for n in names}
@@ -642,12 +688,19 @@ class LayerFreezing(Callback):
         if self._restored is None:
             for optimizer in trainer.optimizers:
                 self._scale_existing_groups(pl_module, optimizer)
-            if trainer.lr_scheduler_configs:
-                rank_zero_warn(
-                    "LayerFreezing adds param groups during training; torch LR schedulers from "
-                    "`configure_optimizers` do not know them. Let "
-                    "`lightning_tune.callbacks.LRSchedule` own the LR instead"
+            steps = self.schedule()
+            if trainer.lr_scheduler_configs and steps:
+                scheduler = type(trainer.lr_scheduler_configs[0].scheduler).__name__
+                raise ValueError(
+                    f"LayerFreezing adds param groups during training ({steps}, as (epoch, "
+                    f"groups)), but configure_optimizers returns the torch LR scheduler "
+                    f"{scheduler}, which only knows the groups it was built with: the added ones "
+                    "would keep a fixed LR and break the layer-wise order (lr_scale). Remove the "
+                    "scheduler and add `lightning_tune.callbacks.LRSchedule` (it schedules added "
+                    "groups with their lr_scale), or use LayerFreezing(strategy='none') (no "
+                    "groups added)"
                 )
+            rank_zero_info(self.plan_table(trainer.max_epochs, pl_module))
             return
         state, self._restored = self._restored, None
         known = {name: i for i, name in enumerate(self.group_names)}
@@ -678,7 +731,12 @@ class LayerFreezing(Callback):
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sync(trainer, pl_module)
+
+    def _sync(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Unfreeze what ``trainer.current_epoch`` calls for; set the BatchNorm modes."""
         epoch = trainer.current_epoch
+        self._synced_epoch = epoch
         new = sorted(self._target(epoch) - self._unfrozen, reverse=True)
         if new:
             self._apply(pl_module, self._unfrozen | set(new))
@@ -705,6 +763,10 @@ class LayerFreezing(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if self._synced_epoch != trainer.current_epoch:
+            # A run resumed from a checkpoint written at an epoch's last batch starts the next
+            # epoch without `on_train_epoch_start`: derive the frozen set from the epoch here.
+            self._sync(trainer, pl_module)
         for module in self._frozen_bn:  # a user's `train()` call must not wake them up
             if module.training:  # an attribute read per step; eval() only when needed
                 module.eval()
@@ -738,6 +800,12 @@ class LayerFreezing(Callback):
             )
 
     # ------------------------------------------------------------------------- state
+    @override
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        warn_if_resume_skips_validation(trainer)
+
     @override
     def state_dict(self) -> dict[str, Any]:
         trainer = self._trainer_ref() if self._trainer_ref is not None else None

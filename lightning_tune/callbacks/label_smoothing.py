@@ -13,6 +13,7 @@ from torch import nn
 from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
+from lightning_tune.callbacks._resume import warn_if_resume_skips_validation
 
 __all__ = ["LabelSmoothing", "smooth_targets"]
 
@@ -98,8 +99,10 @@ class LabelSmoothing(pl.Callback):
     0.5; ``one_sided=True`` only softens positives (``1 -> 1 - ε``, the GAN discriminator trick).
 
     ε can be annealed linearly to 0 over the last ``anneal_epochs`` epochs of
-    ``Trainer(max_epochs=...)``: the last epoch trains with 0. It is a closed form of the epoch,
-    so a resumed run uses exactly the ε of the run that never stopped.
+    ``Trainer(max_epochs=...)``: the last epoch trains with 0. It is a closed form of
+    ``trainer.current_epoch``, computed at every training batch, so a run resumed from any
+    checkpoint (also one written at an epoch's last batch, where Lightning skips the next
+    ``on_train_epoch_start``) uses exactly the ε of the run that never stopped.
 
     Args:
         epsilon: the smoothing ε in [0, 1).
@@ -332,6 +335,9 @@ class LabelSmoothing(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        # From the epoch at every batch: a run resumed from a checkpoint written at an
+        # epoch's last batch starts the next epoch without `on_train_epoch_start`.
+        self.current_epsilon = self.epsilon_at(trainer.current_epoch, self._max_epochs)
         self.active = True
         if self._apply is not None:
             self._apply(self.current_epsilon)
@@ -365,6 +371,12 @@ class LabelSmoothing(pl.Callback):
             self._detach()
 
     # --------------------------------------------------------------------------- state
+    @override
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        warn_if_resume_skips_validation(trainer)
+
     @override
     def state_dict(self) -> dict[str, Any]:
         # ε is a closed form of the epoch (restored by the Trainer): this is for inspection.
