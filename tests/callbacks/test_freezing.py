@@ -453,9 +453,9 @@ def test_lr_schedule_drives_new_groups_with_lr_scale_and_their_own_warmup(traine
     fit(make_module(), [freezing, LRSchedule("constant"), recorder], trainer_kwargs, epochs=3)
     lr = 1e-2
     expected = {
-        0: {"all/decay": lr, "all/no_decay": lr},
-        2: {"all/decay": lr, "layer4/decay": 0.0, "layer4/no_decay": 0.0},
-        3: {"all/decay": lr, "layer4/decay": lr * 0.5 * 0.5},
+        0: {"head/decay": lr, "head/no_decay": lr},
+        2: {"head/decay": lr, "layer4/decay": 0.0, "layer4/no_decay": 0.0},
+        3: {"head/decay": lr, "layer4/decay": lr * 0.5 * 0.5},
         4: {"layer4/decay": lr * 0.5, "layer3/decay": 0.0},
         5: {"layer4/no_decay": lr * 0.5, "layer3/no_decay": lr * 0.25 * 0.5},
     }
