@@ -122,6 +122,8 @@ class OptunaPruning(pl.Callback):
             trainer.should_stop = True
             return
         self.values.append(value)
+        if len(self.trial.study.directions) > 1:
+            return  # Optuna prunes single-objective studies only: nothing to report to
         self.trial.report(value, step)
         if self.trial.should_prune():
             self.status = "pruned"

@@ -27,9 +27,12 @@ from lightning_tune._compat import check_pytorch_lightning
 from lightning_tune.tuner.distributed import DistributedOptunaPruning
 from lightning_tune.tuner.factories import make_pruner, make_sampler
 from lightning_tune.tuner.grid import announce_grid
+from lightning_tune.tuner.objectives import ObjectiveMetrics, Objectives
 from lightning_tune.tuner.pruning import MetricNotFoundError
 from lightning_tune.tuner.report import (
     format_trial_line,
+    objective_names,
+    pareto_front,
     save_report,
     summary_table,
     trial_params,
@@ -37,6 +40,7 @@ from lightning_tune.tuner.report import (
 )
 from lightning_tune.tuner.space import SearchSpace
 from lightning_tune.tuner.storage import check_storage, describe_storage, mask_url, resolve_storage
+from lightning_tune.tuner.trial_loggers import build_trial_loggers, check_loggers
 
 __all__ = ["TuneResult", "Tuner"]
 
@@ -49,10 +53,8 @@ CallbackSource = (
     | None
 )
 
-_DIRECTIONS = ("minimize", "maximize")
 _STRATEGIES = ("sweep", "pbt")
 _OBJECTIVES = ("best", "last")
-_LOGGERS = ("csv", "tensorboard")
 # Trainer arguments the tuner sets itself for every trial.
 _OWNED_TRAINER_KEYS = (
     "logger",
@@ -172,8 +174,21 @@ class TuneResult:
     report_files: dict[str, pathlib.Path] = field(default_factory=dict)
 
     @property
+    def best_trials(self) -> list[FrozenTrial]:
+        """The Pareto front: completed trials no other trial beats on every objective, ordered
+        by the first objective (one trial for a single objective)."""
+        return pareto_front(self.study)
+
+    @property
     def best_trial(self) -> FrozenTrial:
-        """The best completed trial (``ValueError`` if none completed)."""
+        """The best completed trial (``ValueError`` if none completed, or for several
+        objectives, which have a front of best trials instead)."""
+        if len(self.study.directions) > 1:
+            names = objective_names(self.study)
+            raise ValueError(
+                f"study {self.study.study_name!r} has {len(names)} objectives {names}: there "
+                "is no single best trial; see `best_trials` (the Pareto front)"
+            )
         try:
             return self.study.best_trial
         except ValueError:
@@ -213,7 +228,9 @@ class TuneResult:
 class _Progress:
     """Study callback: a line per finished trial and an overall bar."""
 
-    def __init__(self, total: int | None, monitor: str, max_epochs: int, quiet: bool) -> None:
+    def __init__(
+        self, total: int | None, monitor: str | list[str], max_epochs: int, quiet: bool
+    ) -> None:
         self.quiet = quiet
         self.monitor = monitor
         self.max_epochs = max_epochs
@@ -228,7 +245,7 @@ class _Progress:
             return
         self.bar.write(format_trial_line(trial, monitor=self.monitor, max_epochs=self.max_epochs))
         self.bar.update(1)
-        with suppress(ValueError):  # no completed trial yet
+        with suppress(ValueError, RuntimeError):  # none completed yet, or several objectives
             self.bar.set_postfix_str(f"best {self.monitor}={study.best_value:.4g}")
 
     def close(self) -> None:
@@ -399,21 +416,18 @@ class Tuner:
         self.search_space = SearchSpace.coerce(search_space)
         self._check_params_consumed()
 
-        # -- what to optimize
-        if not isinstance(monitor, str) or not monitor:
-            raise TypeError(f"`monitor` must be a non-empty metric name, but got {monitor!r}")
-        if direction not in _DIRECTIONS:
-            raise ValueError(
-                f"`direction` must be one of {list(_DIRECTIONS)}, but got {direction=!r}"
-            )
+        # -- what to optimize (several metrics: a multi-objective study)
+        self.objectives = Objectives.parse(monitor, direction)
         if objective not in _OBJECTIVES:
             raise ValueError(
                 f"`objective` must be one of {list(_OBJECTIVES)}, but got {objective=!r}"
             )
         if on_nonfinite not in ("prune", "fail"):
             raise ValueError(f"`on_nonfinite` must be 'prune' or 'fail', but got {on_nonfinite=!r}")
-        self.monitor = monitor
-        self.direction = direction
+        # The first metric is the one pruning, checkpoints and progress lines follow.
+        self.monitor = self.objectives.monitors[0]
+        self.direction = self.objectives.directions[0]
+        self.monitors = self.objectives.monitors
         self.objective_mode = objective
         self.on_nonfinite = on_nonfinite
 
@@ -437,12 +451,7 @@ class Tuner:
                 f"`keep_checkpoints` must be an int >= 0, but got {keep_checkpoints=!r}"
             )
         self.keep_checkpoints = keep_checkpoints
-        if isinstance(loggers, str):
-            loggers = (loggers,)
-        unknown_loggers = [name for name in loggers if name not in _LOGGERS]
-        if unknown_loggers:
-            raise ValueError(f"`loggers` may contain {list(_LOGGERS)}, but got {list(loggers)}")
-        self.loggers = tuple(loggers)
+        self.loggers = check_loggers(loggers)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"`seed` must be an int, but got {seed!r}")
         self.seed = seed
@@ -456,7 +465,9 @@ class Tuner:
                 f"`strategy` must be one of {list(_STRATEGIES)}, but got {strategy=!r}"
             )
         if pruner is None:
-            pruner = "none" if strategy == "pbt" else "hyperband"
+            pruner = "none" if strategy == "pbt" or self.objectives.multi else "hyperband"
+        pruner = self.objectives.resolve_pruner(pruner)
+        self.objectives.check_sampler(sampler)
         self.pruner = make_pruner(pruner, self.pruner_kwargs, max_resource=self.max_resource)
         self.strategy = strategy
         self.pbt_plan = None
@@ -580,24 +591,14 @@ class Tuner:
         """Logs and checkpoints of trial ``number``."""
         return self.study_dir / "trials" / f"trial_{number:04d}"
 
-    def _trial_loggers(self, number: int) -> list[Any]:
-        loggers: list[Any] = []
-        if "csv" in self.loggers:
-            loggers.append(
-                pl.loggers.CSVLogger(
-                    self.study_dir / "trials", name="", version=f"trial_{number:04d}"
-                )
-            )
-        if "tensorboard" in self.loggers:
-            loggers.append(
-                pl.loggers.TensorBoardLogger(
-                    self.study_dir / "tensorboard",
-                    name="",
-                    version=f"trial_{number:04d}",
-                    default_hp_metric=False,
-                )
-            )
-        return loggers
+    def _trial_loggers(self, number: int, params: Params | None = None) -> list[Any]:
+        return build_trial_loggers(
+            self.loggers,
+            params=params or {},
+            study_name=self.study_name,
+            number=number,
+            study_dir=self.study_dir,
+        )
 
     # ------------------------------------------------------------------------------- study
     @property
@@ -675,10 +676,11 @@ class Tuner:
             existing = None
         if existing is not None:
             directions = [d.name.lower() for d in existing.directions]
-            if directions != [self.direction]:
+            if directions != list(self.objectives.directions):
+                asked = list(self.objectives.directions)
                 raise ValueError(
                     f"study {self.study_name!r} already exists with direction(s) {directions}, "
-                    f"but direction={self.direction!r} was asked; use another `study_name` or "
+                    f"but direction={asked[0] if len(asked) == 1 else asked!r} was asked; use another `study_name` or "
                     "the same direction (the existing study was not changed)"
                 )
             existing_trials = existing.get_trials(deepcopy=False)
@@ -695,12 +697,13 @@ class Tuner:
         self.study = optuna.create_study(
             storage=storage,
             study_name=self.study_name,
-            direction=self.direction,
+            directions=list(self.objectives.directions),
             sampler=sampler,
             pruner=self.pruner,
             load_if_exists=True,
         )
         self.study.set_user_attr("monitor", self.monitor)
+        self.study.set_user_attr("monitors", list(self.monitors))
         if self.strategy == "pbt":  # round 0 is enqueued once, before any worker starts
             from lightning_tune.tuner.pbt.worker import seed_population
 
@@ -758,7 +761,8 @@ class Tuner:
         pruning = DistributedOptunaPruning(
             trial, monitor=self.monitor, on_nonfinite=self.on_nonfinite
         )
-        callbacks = [*self.build_callbacks(params), pruning]
+        recorder = ObjectiveMetrics(self.monitors) if self.objectives.multi else None
+        callbacks = [*self.build_callbacks(params), pruning, *([recorder] if recorder else [])]
         checkpoint = None
         if self.keep_checkpoints > 0:
             checkpoint = pl.callbacks.ModelCheckpoint(
@@ -770,7 +774,7 @@ class Tuner:
                 enable_version_counter=False,
             )
             callbacks.append(checkpoint)
-        loggers = self._trial_loggers(trial.number)
+        loggers = self._trial_loggers(trial.number, params)
         trainer = pl.Trainer(
             **{
                 **_TRAINER_DEFAULTS,
@@ -782,8 +786,6 @@ class Tuner:
                 "default_root_dir": str(trial_dir),
             }
         )
-        for logger in loggers:
-            logger.log_hyperparams({**params, "trial": trial.number})
         trial.set_user_attr("log_dir", str(trial_dir))
         fit_start = time.perf_counter()
         try:
@@ -810,20 +812,33 @@ class Tuner:
                 "reported: check `limit_val_batches`, `check_val_every_n_epoch` and the "
                 "validation dataloader"
             )
-        if self.objective_mode == "last":
-            value = pruning.values[-1]
-        else:
-            value = (min if self.direction == "minimize" else max)(pruning.values)
+        value = self._trial_value(pruning.values, recorder)
         if checkpoint is not None and checkpoint.best_model_path:
             trial.set_user_attr(
                 "checkpoint", str(pathlib.Path(checkpoint.best_model_path).resolve())
             )
         trial.set_user_attr("trial_seconds", time.perf_counter() - start)
-        return float(value)
+        return value
+
+    def _trial_value(
+        self, values: Sequence[float], recorder: ObjectiveMetrics | None
+    ) -> float | list[float]:
+        """The best or last reported value; with several objectives, all from one validation."""
+        if recorder is not None:
+            return self.objectives.values(recorder.rows, self.objective_mode)
+        if self.objective_mode == "last":
+            return float(values[-1])
+        return float((min if self.direction == "minimize" else max)(values))
 
     def prune_checkpoints(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Study callback: keep the checkpoints of the ``keep_checkpoints`` best trials only."""
         if self.keep_checkpoints == 0 or trial.state != TrialState.COMPLETE:
+            return
+        if self.objectives.multi:  # keep the Pareto front's checkpoints
+            front = {t.number for t in study.best_trials}
+            for old in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                if old.number not in front and old.user_attrs.get("checkpoint"):
+                    pathlib.Path(old.user_attrs["checkpoint"]).unlink(missing_ok=True)
             return
         complete = [
             t
@@ -871,7 +886,7 @@ class Tuner:
             return self._run_pbt(timeout)
         _check_budget(n_trials, timeout)
         study = self.study if self.study is not None else self.create_study()
-        progress = _Progress(n_trials, self.monitor, self.max_epochs, self.quiet)
+        progress = _Progress(n_trials, list(self.monitors), self.max_epochs, self.quiet)
         config_errors: list[MetricNotFoundError] = []
 
         def objective(trial: optuna.Trial) -> float:
@@ -981,7 +996,8 @@ class Tuner:
     def test_best(self, result: TuneResult | None = None) -> dict[str, float]:
         """Test metrics of the best configuration: from its checkpoint, or retrained."""
         result = result if result is not None else self.result(report=False)
-        best = result.best_trial
+        # several objectives: the front's trial that is best on the first metric
+        best = result.best_trials[0] if self.objectives.multi else result.best_trial
         params = trial_params(best)
         pl.seed_everything(self.seed + best.number, workers=True, verbose=False)
         datamodule = self.build_datamodule(params)
