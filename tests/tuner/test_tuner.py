@@ -226,7 +226,7 @@ def test_the_trial_value_is_the_best_or_the_last_validation(
     tmp_path, direction, objective, expected
 ):
     tuner = Tuner(
-        lambda p: ScriptedModule([0.5, 0.75, 0.25, 0.375]),  # exact in float32
+        lambda p: ScriptedModule([0.5 + 0 * p["x"], 0.75, 0.25, 0.375]),  # exact in float32
         {"x": Float(0.0, 1.0)},
         direction=direction,
         objective=objective,

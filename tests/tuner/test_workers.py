@@ -233,7 +233,8 @@ def test_a_killed_worker_is_detected_by_heartbeat_and_its_trial_retried(tmp_path
 
     time.sleep(4)  # the heartbeat is now older than the grace period
     # Running the sweep again: the dead trial is failed and retried first, the study completes.
-    survivor = _tuner(tmp_path, resolve_storage(spec, tuner.study_dir, **heartbeat))
+    # the same sweep settings (the study refuses a changed one), without the slow steps
+    survivor = _tuner(tmp_path, resolve_storage(spec, tuner.study_dir, **heartbeat), max_epochs=3)
     run_worker(survivor, n_trials=2)
     trials = _trials(watcher_storage)
     assert trials[0].state == TrialState.FAIL
