@@ -78,6 +78,8 @@ _SEARCH_MODULES = (
 )
 # ``$name``; names may be paths such as ``$trainer.callbacks[0].init_args.epsilon``.
 _TEMPLATE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_.\[\]]*)$")
+# Directories of the configs read in this process: their modules are importable for `class:`.
+_CONFIG_DIRS: list[str] = []
 
 
 class _Loader(yaml.SafeLoader):
@@ -136,10 +138,25 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file not found: {path}")
-    with path.open() as f:
-        cfg = yaml.load(f, Loader=_Loader)  # a SafeLoader subclass: safe
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"config file {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at "
+            f"position {err.start}): save it as UTF-8"
+        ) from None
+    except OSError as err:
+        raise ValueError(f"config file {path} cannot be read: {err.strerror or err}") from None
+    try:
+        cfg = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: safe
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"config file {path}: YAML syntax error{where}: {problem}") from None
     if cfg is None:
         raise ValueError(f"config file {path} is empty")
+    _CONFIG_DIRS.append(str(path.resolve().parent))
     return check_config(cfg, source=str(path))
 
 
@@ -178,10 +195,11 @@ def _classes_in(module_name: str) -> list[str]:
 def _import_dotted(name: str, section: str) -> type:
     """``package.module.Class``; else a one-line error with the closest existing path."""
     module_name, _, attr = name.rpartition(".")
+    failure = None
     try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        module = None
+        module = _import_user_module(module_name, section)
+    except ValueError as err:
+        module, failure = None, str(err)
     if module is not None and isinstance(getattr(module, attr, None), type):
         return getattr(module, attr)
     prefix = module_name if module is not None else None
@@ -204,6 +222,8 @@ def _import_dotted(name: str, section: str) -> type:
             if isinstance(getattr(getattr(parent, n), c), type)
         ]
     close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    if failure is not None and not close:
+        raise ValueError(failure)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise ValueError(f"config `{section}.class`: no class {name!r}{hint}")
 
@@ -238,6 +258,35 @@ def resolve_class(name: str, section: str) -> type:
         f"config `{section}.class`: unknown class {name!r}; {hint}use a dotted path "
         f"(package.module.Class) or one of {known}"
     )
+
+
+def _import_user_module(module_name: str, section: str) -> Any:
+    """Import ``module_name``; modules next to the config file or in the current directory
+    count too (appended to ``sys.path``, so spawned workers find them as well)."""
+    import sys
+
+    places = [os.getcwd(), *_CONFIG_DIRS[-1:]]
+    for attempt in range(2):
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            top = module_name.split(".", 1)[0]
+            if attempt == 0 and err.name is not None and top.startswith(err.name):
+                for place in places:
+                    if place not in sys.path:
+                        sys.path.append(place)
+                importlib.invalidate_caches()
+                continue
+            raise ValueError(
+                f"config `{section}.class`: cannot import {module_name!r} ({err}); looked on the "
+                f"Python path, in the current directory {places[0]}"
+                + (f" and in the config's directory {places[1]}" if len(places) > 1 else "")
+            ) from None
+        except ImportError as err:
+            raise ValueError(
+                f"config `{section}.class`: cannot import {module_name!r}: {err}"
+            ) from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _templates(value: Any) -> set[str]:

@@ -15,16 +15,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import pathlib
 import random
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-__all__ = ["StorageError", "repair_journal", "retry_schema_race", "sqlite_error"]
+__all__ = [
+    "StorageError",
+    "repair_journal",
+    "retry_schema_race",
+    "sqlite_error",
+    "storage_guard",
+]
 
 T = TypeVar("T")
 
@@ -163,3 +171,69 @@ def retry_schema_race(open_storage: Callable[[], T], attempts: int = 5) -> T:
                 raise
             time.sleep(0.2 + random.random() * 0.5)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _storage_cause(err: BaseException) -> BaseException | None:
+    """The innermost storage failure in ``err``'s chain (None if it is not one)."""
+    found = None
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        module = type(current).__module__
+        if (
+            module.startswith(("sqlite3", "sqlalchemy", "psycopg"))
+            or type(current).__name__ == "StorageInternalError"
+            or (
+                isinstance(current, OSError)
+                and current.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+            )
+        ):
+            found = current
+        current = current.__cause__ or current.__context__
+    return found
+
+
+@contextlib.contextmanager
+def storage_guard(description: str) -> Iterator[None]:
+    """Turn a storage failure in the block (disk full, a lost database, Optuna's
+    ``AssertionError: Should not reach`` that hides one) into a :class:`StorageError` that names
+    the storage, the cause and what to do.
+
+    Example:
+        >>> import sqlite3
+        >>> with storage_guard("sqlite:///x.db"):
+        ...     raise sqlite3.OperationalError("database or disk is full")
+        Traceback (most recent call last):
+        ...
+        lightning_tune.tuner.storage_files.StorageError: the study storage sqlite:///x.db failed: database or disk is full. The disk is full: free some space, then run the same command again (finished trials are kept, the interrupted trial is retried)
+    """
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as err:
+        cause = _storage_cause(err)
+        if cause is None:
+            raise
+        text = " ".join(str(cause).split()) or type(cause).__name__
+        text = text.split(" [SQL:", 1)[0].split(" (Background on this error", 1)[0]
+        lowered = text.lower()
+        if (
+            "full" in lowered
+            or "no space" in lowered
+            or getattr(cause, "errno", None)
+            in (
+                errno.ENOSPC,
+                errno.EDQUOT,
+            )
+        ):
+            fix = "The disk is full: free some space, then run the same command again"
+        elif "read-only" in lowered or "readonly" in lowered:
+            fix = "The storage became read-only: make it writable, then run the same command again"
+        else:
+            fix = "Check the storage (disk, server, network), then run the same command again"
+        raise StorageError(
+            f"the study storage {description} failed: {text}. {fix} (finished trials are kept, "
+            "the interrupted trial is retried)"
+        ) from err

@@ -67,6 +67,7 @@ from lightning_tune.tuner.storage import (
     mask_url,
     resolve_storage,
 )
+from lightning_tune.tuner.storage_files import storage_guard
 
 __all__ = ["TuneResult", "Tuner"]
 
@@ -1076,7 +1077,7 @@ class Tuner:
                 study.stop()
 
         try:
-            with self.quiet_libraries():
+            with self.quiet_libraries(), storage_guard(self.storage_description):
                 study.optimize(
                     objective,
                     n_trials=n_trials,

@@ -51,6 +51,7 @@ from lightning_tune.tuner.storage import (
     heartbeat_settings,
     resolve_storage,
 )
+from lightning_tune.tuner.storage_files import storage_guard
 
 __all__ = [
     "FINISHED",
@@ -212,7 +213,7 @@ def run_worker(
     ]
     ran = 0
     told_waiting = False
-    with tuner.quiet_libraries():
+    with tuner.quiet_libraries(), storage_guard(tuner.storage_description):
         while deadline is None or time.monotonic() < deadline:
             if recovery is not None:
                 recover_stale_trials(study, storage, recovery)
