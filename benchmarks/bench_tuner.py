@@ -10,9 +10,15 @@ decay / batch size / label smoothing, ``--n-trials`` trials of at most ``--max-e
   ``none`` minus ``bare`` is lightning_tune's own cost per trial;
 * ``oi-median`` / ``oi-hyperband``: the same pruners through optuna-integration's
   ``PyTorchLightningPruningCallback`` and a hand-written objective (that callback needs the
-  unified ``lightning`` package, so this arm trains with ``lightning.pytorch``).
+  unified ``lightning`` package, so this arm trains with ``lightning.pytorch``);
+* ``tpe`` / ``grid`` (which search?): no pruning, the same trial budget, ``sampler="tpe"``
+  (seeded) or ``sampler="grid"``: a log grid of 4 learning rates x 3 weight decays over the same
+  ranges (12 configurations, the default budget), batch size 64 and label smoothing 0.1 fixed
+  (their middle values), shuffled by the seed. ``grid-jitter`` is that grid with
+  ``jitter=0.5`` (each point moved by up to a quarter of its log spacing, seeded).
 
-Every arm uses ``RandomSampler(seed)`` and seeds trial k with ``seed + k``, so trial k has the
+Every other arm uses ``RandomSampler(seed)`` (``none`` is random search) and seeds trial k with
+``seed + k``, so trial k has the
 same hyperparameters, the same initial weights and the same batches in every arm; the trial
 value is the last validation loss (accuracy saturates on the digits). Arms are interleaved per
 sampler seed. Per run we record the best value, the epochs trained, the wall time of the sweep
@@ -46,15 +52,42 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_tune.data import DigitsDataModule
-from lightning_tune.tuner import Float, PowerOfTwo, Tuner
+from lightning_tune.tuner import Fixed, Float, PowerOfTwo, Tuner
 
-ARMS = ("none", "bare", "median", "hyperband", "oi-median", "oi-hyperband")
+ARMS = (
+    "none",
+    "bare",
+    "median",
+    "hyperband",
+    "oi-median",
+    "oi-hyperband",
+    "tpe",
+    "grid",
+    "grid-jitter",
+)
 SPACE = {
     "lr": Float(1e-4, 1e-1, log=True),
     "weight_decay": Float(1e-5, 1e-1, log=True),
     "batch_size": PowerOfTwo(32, 128),
     "label_smoothing": Float(0.0, 0.2),
 }
+#: The grid arms' space: the same ranges, a log grid over the two that matter most.
+GRID_SPACE = {
+    "lr": Float(1e-4, 1e-1, log=True, grid_points=4),
+    "weight_decay": Float(1e-5, 1e-1, log=True, grid_points=3),
+    "batch_size": Fixed(64),
+    "label_smoothing": Fixed(0.1),
+}
+
+
+def search_settings(arm: str, seed: int) -> dict[str, Any]:
+    """The ``Tuner`` arguments of an arm's search: space, sampler and its options."""
+    if arm == "tpe":
+        return {"search_space": SPACE, "sampler": "tpe"}
+    if arm.startswith("grid"):
+        jitter = 0.5 if arm == "grid-jitter" else 0.0
+        return {"search_space": GRID_SPACE, "sampler": "grid", "sampler_kwargs": {"jitter": jitter}}
+    return {"search_space": SPACE, "sampler": optuna.samplers.RandomSampler(seed=seed)}
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -159,10 +192,9 @@ def run_ours(
     timer.total, timer.per_fit = 0.0, []
     tuner = Tuner(
         lambda p: classifier(data, **p),
-        SPACE,
         pruner=make_pruner(arm, max_epochs),
-        sampler=optuna.samplers.RandomSampler(seed=seed),
         seed=seed,
+        **search_settings(arm, seed),
         storage="memory",
         study_name=f"sweep-{seed}",
         output_dir=f"{workdir}/{arm}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from lightning_tune.tuner.config import load_config, tuner_from_config
 from lightning_tune.tuner.distributed import DistributedOptunaPruning
 from lightning_tune.tuner.factories import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from lightning_tune.tuner.model_cost import ModelCost
 from lightning_tune.tuner.pbt import PBTConfig, run_pbt
 from lightning_tune.tuner.pruning import MetricNotFoundError, NonFiniteMetricError, OptunaPruning
 from lightning_tune.tuner.report import save_report, summary_table, trials_frame
@@ -29,6 +30,7 @@ __all__ = [
     "Float",
     "Int",
     "MetricNotFoundError",
+    "ModelCost",
     "NonFiniteMetricError",
     "OptunaPruning",
     "PBTConfig",

@@ -28,6 +28,7 @@ def run_tune(config: str | None = None, **overrides: Any) -> dict[str, Any]:
         run_settings,
         tuner_from_config,
     )
+    from lightning_tune.tuner.report import trial_params
 
     cfg = load_config(config if config is not None else bundled_config())
     settings = run_settings(cfg, **overrides)
@@ -55,6 +56,11 @@ def run_tune(config: str | None = None, **overrides: Any) -> dict[str, Any]:
         )
     except ValueError:
         summary["best_trial"] = None
+    if len(result.study.directions) > 1:
+        summary["pareto_front"] = [
+            {"trial": t.number, "values": list(t.values), "params": trial_params(t)}
+            for t in result.best_trials
+        ]
     if result.test_metrics is not None:
         summary["test_metrics"] = result.test_metrics
     return summary

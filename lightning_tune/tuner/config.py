@@ -47,13 +47,13 @@ CONFIG_KEYS: dict[str, str] = {
     "force (continue it with new settings) or new (the study must not exist yet)",
     "max_consecutive_failures": "stop after this many trials in a row failed with the same "
     "error type (default 3; null: never)",
-    "monitor": "metric to optimize",
-    "direction": "minimize or maximize",
+    "monitor": "metric to optimize, or a list of metrics (a multi-objective sweep)",
+    "direction": "minimize or maximize (a list with one per metric for several)",
     "objective": "best or last validation value as the trial value",
     "on_nonfinite": "prune or fail trials whose metric is NaN/inf",
     "max_epochs": "epochs of a full trial",
     "keep_checkpoints": "checkpoints kept for this many best trials",
-    "loggers": "list of csv / tensorboard",
+    "loggers": "list of csv / tensorboard (Lightning logger objects or factories from Python)",
     "test_best": "evaluate the best configuration on the test split",
     "plots": "save plots with the report",
     "quiet": "no progress output",
@@ -453,7 +453,8 @@ def run_settings(cfg: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
         from lightning_tune.tuner.pbt.options import PBTConfig
 
         config = PBTConfig.coerce(merged.get("pbt"))
-        n_trials = config.population * config.rounds(merged.get("max_epochs", 10))
+        every = (merged.get("trainer") or {}).get("check_val_every_n_epoch", 1)
+        n_trials = config.population * config.rounds(merged.get("max_epochs", 10), every)
     return {
         "n_trials": n_trials,
         "timeout": merged.get("timeout"),

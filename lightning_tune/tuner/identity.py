@@ -82,9 +82,12 @@ def study_identity(tuner: Any) -> dict[str, Any]:
     identity = {
         "search_space": _canonical(space.specs if space.specs is not None else space.suggest_fn),
         "max_epochs": tuner.max_epochs,
-        "monitor": tuner.monitor,
+        # One metric: a string (as studies stored it before several were possible); several: lists.
+        "monitor": tuner.monitor if len(tuner.monitors) == 1 else list(tuner.monitors),
         "objective": tuner.objective_mode,
-        "direction": tuner.direction,
+        "direction": (
+            tuner.direction if len(tuner.monitors) == 1 else list(tuner.objectives.directions)
+        ),
         "module": _canonical(tuner.module),
         "module_kwargs": _canonical(tuner.module_kwargs),
         "datamodule": _canonical(tuner.datamodule),

@@ -147,6 +147,8 @@ class OptunaPruning(Callback):
             trainer.should_stop = True
             return
         self.values.append(value)
+        if len(self.trial.study.directions) > 1:
+            return  # Optuna prunes single-objective studies only: nothing to report to
         self.trial.report(value, step)
         # A trial that has used its whole budget completes: pruning it now would save nothing
         # and drop a fully trained configuration from the ranking.

@@ -6,6 +6,7 @@ import math
 import pathlib
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -14,6 +15,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "format_trial_line",
+    "format_values",
+    "objective_names",
+    "pareto_frame",
+    "pareto_front",
+    "pareto_lines",
     "plot_learning_curves",
     "save_report",
     "summary_table",
@@ -42,6 +48,45 @@ def trial_params(trial: FrozenTrial) -> dict[str, Any]:
     return dict(params) if isinstance(params, dict) else dict(trial.params)
 
 
+def objective_names(study: optuna.Study) -> list[str]:
+    """The monitored metric of each objective (as the tuner recorded them), else ``value``,
+    ``value_1``, ...
+
+    Example:
+        >>> objective_names(optuna.create_study(directions=["minimize", "maximize"]))
+        ['value_0', 'value_1']
+    """
+    n = len(study.directions)
+    names = study.user_attrs.get("monitors")
+    if isinstance(names, list) and len(names) == n:
+        return [str(m) for m in names]
+    return ["value"] if n == 1 else [f"value_{i}" for i in range(n)]
+
+
+def _value_columns(
+    trial: FrozenTrial, names: list[str], complete: bool, front: set[int]
+) -> dict[str, Any]:
+    if len(names) == 1:
+        return {"value": trial.value if complete else None}
+    values = trial.values if complete and trial.values else [None] * len(names)
+    columns = {f"value_{n}": v for n, v in zip(names, values)}
+    columns["pareto"] = trial.number in front
+    return columns
+
+
+def format_values(trial: FrozenTrial, names: Sequence[str]) -> str:
+    """``"val_loss=0.31 params_m=1.2"``: the trial's values named by their metrics.
+
+    Example:
+        >>> study = optuna.create_study(directions=["minimize", "minimize"])
+        >>> study.optimize(lambda t: (0.5, 2.0), n_trials=1)
+        >>> format_values(study.trials[0], ["val_loss", "params_m"])
+        'val_loss=0.5 params_m=2'
+    """
+    values = trial.values or [float("nan")] * len(names)
+    return " ".join(f"{n}={_fmt(float(v))}" for n, v in zip(names, values))
+
+
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, value, epochs, seconds, reason and the params.
 
@@ -52,12 +97,15 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         ['number', 'state', 'value', 'epochs']
     """
     rows = []
+    names = objective_names(study)
+    front = {t.number for t in study.best_trials} if len(names) > 1 else set()
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
+        complete = trial.state == TrialState.COMPLETE
         row: dict[str, Any] = {
             "number": trial.number,
             "state": trial.state.name,
-            "value": trial.value if trial.state == TrialState.COMPLETE else None,
+            **_value_columns(trial, names, complete, front),
             "epochs": attrs.get("epochs"),
             "seconds": (trial.duration.total_seconds() if trial.duration is not None else None),
             "last_step": trial.last_step,
@@ -72,7 +120,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def format_trial_line(
-    trial: FrozenTrial, *, monitor: str = "value", max_epochs: int | None = None
+    trial: FrozenTrial, *, monitor: str | Sequence[str] = "value", max_epochs: int | None = None
 ) -> str:
     """One line per finished trial: number, state, value, epochs run, time and params.
 
@@ -82,14 +130,14 @@ def format_trial_line(
         >>> format_trial_line(study.trials[0])  # doctest: +ELLIPSIS
         'trial    0 COMPLETE value=3 epochs=? ...s x=3'
     """
-    value = trial.value if trial.value is not None else float("nan")
+    names = [monitor] if isinstance(monitor, str) else list(monitor)
     epochs = trial.user_attrs.get("epochs", "?")
     if max_epochs is not None:
         epochs = f"{epochs}/{max_epochs}"
     seconds = trial.duration.total_seconds() if trial.duration is not None else float("nan")
     params = " ".join(f"{k}={_fmt(v)}" for k, v in trial_params(trial).items())
     line = (
-        f"trial {trial.number:4d} {trial.state.name:8s} {monitor}={_fmt(value)} "
+        f"trial {trial.number:4d} {trial.state.name:8s} {format_values(trial, names)} "
         f"epochs={epochs} {seconds:.1f}s {params}"
     )
     reason = trial.user_attrs.get("fail_reason")
@@ -123,10 +171,12 @@ def summary_table(study: optuna.Study, *, monitor: str = "value", top: int = 10)
     if diagnosed:
         codes = ", ".join(f"{code} x{n}" for code, n in diagnosed.most_common())
         lines.append(f"Pruned by diagnostics: {sum(diagnosed.values())} ({codes})")
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
     if not complete:
         lines.append("No completed trial yet.")
         return "\n".join(lines)
+    if len(study.directions) > 1:
+        return "\n".join(lines + pareto_lines(study, len(complete), top))
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
     complete.sort(key=lambda t: t.value, reverse=reverse)  # type: ignore[arg-type, return-value]
     names = sorted({k for t in complete[:top] for k in trial_params(t)})
@@ -143,10 +193,64 @@ def summary_table(study: optuna.Study, *, monitor: str = "value", top: int = 10)
                 *(_fmt(params.get(n, "")) for n in names),
             ]
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        lines.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
-    return "\n".join(lines)
+    return "\n".join(lines + _aligned(table))
+
+
+def _aligned(table: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in table]
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """The Pareto-optimal trials, ordered by the first objective (best first).
+
+    Example:
+        >>> study = optuna.create_study(directions=["minimize", "minimize"])
+        >>> for a in (2, 0, 1):
+        ...     study.enqueue_trial({"a": a})
+        >>> study.optimize(lambda t: (t.suggest_int("a", 0, 2), 2 - t.params["a"]), n_trials=3)
+        >>> [t.params["a"] for t in pareto_front(study)]
+        [0, 1, 2]
+    """
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return sorted(study.best_trials, key=lambda t: (sign * t.values[0], t.number))
+
+
+def pareto_lines(study: optuna.Study, n_complete: int, top: int = 10) -> list[str]:
+    """The Pareto front as text lines: a count, then up to ``top`` rows of values and params."""
+    front = pareto_front(study)
+    names = objective_names(study)
+    params = sorted({k for t in front[:top] for k in trial_params(t)})
+    table = [["trial", *names, "epochs", *params]]
+    for trial in front[:top]:
+        values = trial_params(trial)
+        table.append(
+            [
+                str(trial.number),
+                *(_fmt(float(v)) for v in trial.values),
+                str(trial.user_attrs.get("epochs", "")),
+                *(_fmt(values.get(n, "")) for n in params),
+            ]
+        )
+    head = f"Pareto front: {len(front)} of {n_complete} completed trials ({', '.join(names)})"
+    return [head, *_aligned(table)]
+
+
+def pareto_frame(study: optuna.Study) -> pd.DataFrame:
+    """The Pareto front as a DataFrame: trial number, one column per metric, the params.
+
+    Example:
+        >>> study = optuna.create_study(directions=["minimize", "maximize"])
+        >>> study.optimize(lambda t: (1.0, 2.0), n_trials=1)
+        >>> list(pareto_frame(study).columns)
+        ['trial', 'value_0', 'value_1']
+    """
+    names = objective_names(study)
+    rows = [
+        {"trial": t.number, **dict(zip(names, t.values)), **trial_params(t)}
+        for t in pareto_front(study)
+    ]
+    return pd.DataFrame(rows, columns=None if rows else ["trial", *names])
 
 
 def plot_learning_curves(study: optuna.Study, *, monitor: str = "value") -> Any:
@@ -205,6 +309,31 @@ def plot_learning_curves(study: optuna.Study, *, monitor: str = "value") -> Any:
     return ax
 
 
+def _save_pareto(study: optuna.Study, out: pathlib.Path, plots: bool) -> dict[str, pathlib.Path]:
+    """Several objectives: the front as ``pareto_front.csv`` and ``pareto_front.png``."""
+    written = {"pareto_front_table": out / "pareto_front.csv"}
+    pareto_frame(study).to_csv(written["pareto_front_table"], index=False)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not plots or not complete or len(study.directions) > 3:
+        return written
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ax = ovm.plot_pareto_front(study, target_names=objective_names(study))
+    fig = ax.figure
+    fig.set_size_inches(7, 5)
+    fig.tight_layout()
+    fig.savefig(out / "pareto_front.png", dpi=100)
+    plt.close(fig)
+    written["pareto_front"] = out / "pareto_front.png"
+    return written
+
+
 def save_report(
     study: optuna.Study,
     directory: str | pathlib.Path,
@@ -233,6 +362,9 @@ def save_report(
     written["trials"] = out / "trials.csv"
     (out / "summary.txt").write_text(summary_table(study, monitor=monitor) + "\n")
     written["summary"] = out / "summary.txt"
+    if len(study.directions) > 1:
+        written.update(_save_pareto(study, out, plots))
+        return written
     if not plots:
         return written
     import matplotlib

@@ -50,10 +50,13 @@ from lightning_tune.tuner.identity import (
     identity_diff,
     study_identity,
 )
+from lightning_tune.tuner.objectives import ObjectiveMetrics, Objectives
 from lightning_tune.tuner.pruning import MetricNotFoundError
 from lightning_tune.tuner.recovery import Recovery, lease
 from lightning_tune.tuner.report import (
     format_trial_line,
+    objective_names,
+    pareto_front,
     save_report,
     summary_table,
     trial_params,
@@ -68,6 +71,7 @@ from lightning_tune.tuner.storage import (
     resolve_storage,
 )
 from lightning_tune.tuner.storage_files import storage_guard
+from lightning_tune.tuner.trial_loggers import build_trial_loggers, check_loggers
 
 __all__ = ["TuneResult", "Tuner"]
 
@@ -90,11 +94,9 @@ if TYPE_CHECKING:  # either package's classes work; these hints name pytorch_lig
 _CALLBACKS = classes("Callback")
 _DATAMODULES = classes("LightningDataModule")
 
-_DIRECTIONS = ("minimize", "maximize")
 _STRATEGIES = ("sweep", "pbt")
 _RESUME = ("check", "force", "new")
 _OBJECTIVES = ("best", "last")
-_LOGGERS = ("csv", "tensorboard")
 # Trainer arguments the tuner sets itself for every trial.
 _OWNED_TRAINER_KEYS = (
     "logger",
@@ -207,8 +209,21 @@ class TuneResult:
     report_files: dict[str, pathlib.Path] = field(default_factory=dict)
 
     @property
+    def best_trials(self) -> list[FrozenTrial]:
+        """The Pareto front: completed trials no other trial beats on every objective, ordered
+        by the first objective (one trial for a single objective)."""
+        return pareto_front(self.study)
+
+    @property
     def best_trial(self) -> FrozenTrial:
-        """The best completed trial (``ValueError`` if none completed)."""
+        """The best completed trial (``ValueError`` if none completed, or for several
+        objectives, which have a front of best trials instead)."""
+        if len(self.study.directions) > 1:
+            names = objective_names(self.study)
+            raise ValueError(
+                f"study {self.study.study_name!r} has {len(names)} objectives {names}: there "
+                "is no single best trial; see `best_trials` (the Pareto front)"
+            )
         try:
             return self.study.best_trial
         except ValueError:
@@ -248,7 +263,9 @@ class TuneResult:
 class _Progress:
     """Study callback: a line per finished trial and an overall bar."""
 
-    def __init__(self, total: int | None, monitor: str, max_epochs: int, quiet: bool) -> None:
+    def __init__(
+        self, total: int | None, monitor: str | list[str], max_epochs: int, quiet: bool
+    ) -> None:
         self.quiet = quiet
         self.monitor = monitor
         self.max_epochs = max_epochs
@@ -263,7 +280,7 @@ class _Progress:
             return
         self.bar.write(format_trial_line(trial, monitor=self.monitor, max_epochs=self.max_epochs))
         self.bar.update(1)
-        with suppress(ValueError):  # no completed trial yet
+        with suppress(ValueError, RuntimeError):  # none completed yet, or several objectives
             self.bar.set_postfix_str(f"best {self.monitor}={study.best_value:.4g}")
 
     def close(self) -> None:
@@ -448,21 +465,18 @@ class Tuner:
         self.search_space = SearchSpace.coerce(search_space)
         self._check_params_consumed()
 
-        # -- what to optimize
-        if not isinstance(monitor, str) or not monitor:
-            raise TypeError(f"`monitor` must be a non-empty metric name, but got {monitor!r}")
-        if direction not in _DIRECTIONS:
-            raise ValueError(
-                f"`direction` must be one of {list(_DIRECTIONS)}, but got {direction=!r}"
-            )
+        # -- what to optimize (several metrics: a multi-objective study)
+        self.objectives = Objectives.parse(monitor, direction)
         if objective not in _OBJECTIVES:
             raise ValueError(
                 f"`objective` must be one of {list(_OBJECTIVES)}, but got {objective=!r}"
             )
         if on_nonfinite not in ("prune", "fail"):
             raise ValueError(f"`on_nonfinite` must be 'prune' or 'fail', but got {on_nonfinite=!r}")
-        self.monitor = monitor
-        self.direction = direction
+        # The first metric is the one pruning, checkpoints and progress lines follow.
+        self.monitor = self.objectives.monitors[0]
+        self.direction = self.objectives.directions[0]
+        self.monitors = self.objectives.monitors
         self.objective_mode = objective
         self.on_nonfinite = on_nonfinite
 
@@ -487,12 +501,7 @@ class Tuner:
                 f"`keep_checkpoints` must be an int >= 0, but got {keep_checkpoints=!r}"
             )
         self.keep_checkpoints = keep_checkpoints
-        if isinstance(loggers, str):
-            loggers = (loggers,)
-        unknown_loggers = [name for name in loggers if name not in _LOGGERS]
-        if unknown_loggers:
-            raise ValueError(f"`loggers` may contain {list(_LOGGERS)}, but got {list(loggers)}")
-        self.loggers = tuple(loggers)
+        self.loggers = check_loggers(loggers)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"`seed` must be an int, but got {seed!r}")
         self.seed = seed
@@ -506,12 +515,20 @@ class Tuner:
                 f"`strategy` must be one of {list(_STRATEGIES)}, but got {strategy=!r}"
             )
         if isinstance(pruner, str) and pruner == "auto":
-            pruner = "none" if strategy == "pbt" else "hyperband"
+            pruner = "none" if strategy == "pbt" or self.objectives.multi else "hyperband"
+        pruner = self.objectives.resolve_pruner(pruner)
+        self.objectives.check_sampler(sampler)
         self.pruner = make_pruner(pruner, self.pruner_kwargs, max_resource=self.max_resource)
         self.strategy = strategy
         self.pbt_plan = None
         if strategy == "pbt":
             from lightning_tune.tuner.pbt.reach import check_pbt
+
+            if self.objectives.multi:
+                raise ValueError(
+                    f"strategy='pbt' ranks members by one metric, but monitor="
+                    f"{list(self.monitors)} has {len(self.monitors)}; give one `monitor`"
+                )
 
             self.pbt_plan = check_pbt(self, pbt)
         elif pbt is not None:
@@ -693,24 +710,17 @@ class Tuner:
             found[f"callbacks[{i}]"] = check_lightning(callback, f"callbacks[{i}]", "callback")
         return common_namespace(found)
 
-    def _trial_loggers(self, number: int, pl: ModuleType) -> list[Any]:
-        loggers: list[Any] = []
-        if "csv" in self.loggers:
-            loggers.append(
-                pl.loggers.CSVLogger(
-                    self.study_dir / "trials", name="", version=f"trial_{number:04d}"
-                )
-            )
-        if "tensorboard" in self.loggers:
-            loggers.append(
-                pl.loggers.TensorBoardLogger(
-                    self.study_dir / "tensorboard",
-                    name="",
-                    version=f"trial_{number:04d}",
-                    default_hp_metric=False,
-                )
-            )
-        return loggers
+    def _trial_loggers(
+        self, number: int, pl: ModuleType, params: Params | None = None
+    ) -> list[Any]:
+        return build_trial_loggers(
+            self.loggers,
+            params=params or {},
+            study_name=self.study_name,
+            number=number,
+            study_dir=self.study_dir,
+            namespace=pl,
+        )
 
     # ------------------------------------------------------------------------------- study
     @property
@@ -806,11 +816,13 @@ class Tuner:
             existing = None
         if existing is not None:
             directions = [d.name.lower() for d in existing.directions]
-            if directions != [self.direction]:
+            if directions != list(self.objectives.directions):
+                asked = list(self.objectives.directions)
                 raise ValueError(
                     f"study {self.study_name!r} already exists with direction(s) {directions}, "
-                    f"but direction={self.direction!r} was asked; use another `study_name` or "
-                    "the same direction (the existing study was not changed)"
+                    f"but direction={asked[0] if len(asked) == 1 else asked!r} was asked; use "
+                    "another `study_name` or the same direction (the existing study was not "
+                    "changed)"
                 )
             existing_trials = existing.get_trials(deepcopy=False)
             write_identity = self._check_identity(existing, existing_trials, identity)
@@ -826,7 +838,7 @@ class Tuner:
         self.study = optuna.create_study(
             storage=storage,
             study_name=self.study_name,
-            direction=self.direction,
+            directions=list(self.objectives.directions),
             sampler=sampler,
             pruner=self.pruner,
             load_if_exists=True,
@@ -834,6 +846,7 @@ class Tuner:
         if write_identity:
             self.study.set_user_attr(IDENTITY_ATTR, identity)
             self.study.set_user_attr("monitor", self.monitor)
+            self.study.set_user_attr("monitors", list(self.monitors))
         if self.strategy == "pbt":  # round 0 is enqueued once, before any worker starts
             from lightning_tune.tuner.pbt.worker import seed_population
 
@@ -934,7 +947,8 @@ class Tuner:
         if trial_dir.exists():  # an in-memory study run again: trial numbers restart
             shutil.rmtree(trial_dir)
         pruning = self.pruning_callback(trial)
-        callbacks = [*user_callbacks, pruning]
+        recorder = ObjectiveMetrics(self.monitors) if self.objectives.multi else None
+        callbacks = [*user_callbacks, pruning, *([recorder] if recorder else [])]
         diagnosis = None if self.diagnostics is None else diagnostics_callback(self.diagnostics)
         if diagnosis is not None:
             callbacks.append(diagnosis)
@@ -949,7 +963,7 @@ class Tuner:
                 enable_version_counter=False,
             )
             callbacks.append(checkpoint)
-        loggers = self._trial_loggers(trial.number, pl)
+        loggers = self._trial_loggers(trial.number, pl, params)
         trainer = self.make_trainer(
             callbacks,
             root=trial_dir,
@@ -957,8 +971,6 @@ class Tuner:
             logger=loggers or False,
             enable_checkpointing=checkpoint is not None,
         )
-        for logger in loggers:
-            logger.log_hyperparams({**params, "trial": trial.number})
         trial.set_user_attr("log_dir", str(trial_dir))
         trial.set_user_attr("lightning", pl.__name__)
         fit_start = time.perf_counter()
@@ -990,20 +1002,33 @@ class Tuner:
                 "reported: check `limit_val_batches`, `check_val_every_n_epoch` and the "
                 "validation dataloader"
             )
-        if self.objective_mode == "last":
-            value = pruning.values[-1]
-        else:
-            value = (min if self.direction == "minimize" else max)(pruning.values)
+        value = self._trial_value(pruning.values, recorder)
         if checkpoint is not None and checkpoint.best_model_path:
             trial.set_user_attr(
                 "checkpoint", str(pathlib.Path(checkpoint.best_model_path).resolve())
             )
         trial.set_user_attr("trial_seconds", time.perf_counter() - start)
-        return float(value)
+        return value
+
+    def _trial_value(
+        self, values: Sequence[float], recorder: ObjectiveMetrics | None
+    ) -> float | list[float]:
+        """The best or last reported value; with several objectives, all from one validation."""
+        if recorder is not None:
+            return self.objectives.values(recorder.rows, self.objective_mode)
+        if self.objective_mode == "last":
+            return float(values[-1])
+        return float((min if self.direction == "minimize" else max)(values))
 
     def prune_checkpoints(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Study callback: keep the checkpoints of the ``keep_checkpoints`` best trials only."""
         if self.keep_checkpoints == 0 or trial.state != TrialState.COMPLETE:
+            return
+        if self.objectives.multi:  # keep the Pareto front's checkpoints
+            front = {t.number for t in study.best_trials}
+            for old in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                if old.number not in front and old.user_attrs.get("checkpoint"):
+                    pathlib.Path(old.user_attrs["checkpoint"]).unlink(missing_ok=True)
             return
         complete = [
             t
@@ -1057,7 +1082,7 @@ class Tuner:
         _check_budget(n_trials, timeout)
         self.check_setup()
         study = self.study if self.study is not None else self.create_study()
-        progress = _Progress(n_trials, self.monitor, self.max_epochs, self.quiet)
+        progress = _Progress(n_trials, list(self.monitors), self.max_epochs, self.quiet)
         config_errors: list[Exception] = []
         streak = FailureStreak(self.max_consecutive_failures)
 
@@ -1178,7 +1203,8 @@ class Tuner:
     def test_best(self, result: TuneResult | None = None) -> dict[str, float]:
         """Test metrics of the best configuration: from its checkpoint, or retrained."""
         result = result if result is not None else self.result(report=False)
-        best = result.best_trial
+        # several objectives: the front's trial that is best on the first metric
+        best = result.best_trials[0] if self.objectives.multi else result.best_trial
         params = trial_params(best)
         NAMESPACES[0].seed_everything(self.seed + best.number, workers=True, verbose=False)
         datamodule = self.build_datamodule(params)

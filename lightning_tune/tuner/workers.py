@@ -45,6 +45,7 @@ from lightning_tune.tuner.failfast import (
 from lightning_tune.tuner.grid import announce_grid, grid_slots_left
 from lightning_tune.tuner.pruning import MetricNotFoundError
 from lightning_tune.tuner.recovery import recover_stale_trials
+from lightning_tune.tuner.report import format_values
 from lightning_tune.tuner.storage import (
     check_storage,
     describe_storage,
@@ -208,7 +209,7 @@ def run_worker(
     mine: list[optuna.trial.FrozenTrial] = []
     callbacks = [
         tuner.prune_checkpoints,
-        _Printer(name, tuner.monitor, tuner.quiet),
+        _Printer(name, list(tuner.monitors), tuner.quiet),
         lambda _study, trial: mine.append(trial),
     ]
     ran = 0
@@ -253,15 +254,15 @@ def run_worker(
 class _Printer:
     """Study callback: one line per trial of this worker."""
 
-    def __init__(self, name: str, monitor: str, quiet: bool) -> None:
+    def __init__(self, name: str, monitor: list[str], quiet: bool) -> None:
         self.name, self.monitor, self.quiet = name, monitor, quiet
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.quiet:
             return
         detail = (
-            f"{self.monitor}={trial.value:.4g}"
-            if trial.value is not None
+            format_values(trial, self.monitor)
+            if trial.values
             else trial.user_attrs.get("prune_reason") or trial.user_attrs.get("fail_reason", "")
         )
         print(f"[{self.name}] trial {trial.number} {trial.state.name} {detail}", flush=True)

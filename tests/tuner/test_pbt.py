@@ -203,6 +203,44 @@ def test_a_fixed_seed_on_one_worker_gives_the_same_run(tmp_path):
         assert runs[0][key][2] == runs[1][key][2]
 
 
+def test_an_interval_in_validations_spans_the_trainers_validation_period(tmp_path):
+    trainer = {**TRAINER, "check_val_every_n_epoch": 2}
+    tuner = _tuner(tmp_path, callbacks=None, space=PLAIN, max_epochs=4, trainer_kwargs=trainer,
+                   pbt={"population": 2, "interval": 1, "interval_unit": "validation",
+                        "quantile": 0.5, "mode": "sync"})  # fmt: skip
+    study = tuner.run().study
+    segments = _segments(study)
+    assert sorted(segments) == [(m, r) for m in range(2) for r in range(2)]
+    for (_, round), trial in segments.items():
+        assert trial.user_attrs["pbt"]["epochs"] == [2 * round, 2 * round + 2]
+        # the segment's validation (at its last epoch) is the value members are ranked on
+        assert trial.intermediate_values == {round: pytest.approx(trial.value)}
+    assert study.user_attrs["pbt"]["interval_unit"] == "validation"
+
+
+@pytest.mark.parametrize(
+    ("trainer", "pbt", "max_epochs", "match"),
+    [
+        ({"check_val_every_n_epoch": 2}, {"interval": 1}, 4,
+         r"`pbt.interval`=1 epochs ends segments where no validation runs "
+         r"\(check_val_every_n_epoch=2\): use a multiple of 2, or interval_unit='validation'"),
+        ({"check_val_every_n_epoch": 2}, {"interval": 1, "interval_unit": "validation"}, 5,
+         r"max_epochs=5 ends the last segment without a validation"),
+        ({"val_check_interval": 0.5}, {"interval": 1}, 2,
+         r"val_check_interval=0.5 validates within epochs"),
+        ({}, {"interval_unit": "step"}, 2,
+         r"`interval_unit` must be one of \['epoch', 'validation'\]"),
+    ],
+)  # fmt: skip
+def test_segments_that_would_end_without_a_validation_are_refused(
+    tmp_path, trainer, pbt, max_epochs, match
+):
+    with pytest.raises(ValueError, match=match):
+        _tuner(tmp_path, trainer_kwargs={**TRAINER, **trainer}, max_epochs=max_epochs,
+               pbt={"population": 2, **pbt})  # fmt: skip
+    assert not (tmp_path / "pbt").exists()
+
+
 # ------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     ("pbt", "error", "match"),

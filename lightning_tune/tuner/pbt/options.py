@@ -14,13 +14,15 @@ __all__ = ["MODES", "PBTConfig"]
 #: ``"async"``: a member is exploited/explored as soon as its own segment ends;
 #: ``"sync"``: the whole population finishes a round before anyone is exploited.
 MODES = ("async", "sync")
+#: What ``interval`` counts: epochs, or validation runs (``check_val_every_n_epoch`` epochs each).
+INTERVAL_UNITS = ("epoch", "validation")
 
 
 @dataclass(frozen=True)
 class PBTConfig:
     """How a population-based training run exploits and explores (Ray Tune's names in brackets).
 
-    Every ``interval`` epochs (``perturbation_interval``), a member in the bottom ``quantile``
+    Every ``interval`` epochs or validations (``perturbation_interval``), a member in the bottom ``quantile``
     of the population (``quantile_fraction``) continues from the checkpoint of a member in the
     top ``quantile`` (weights, optimizer state, every callback's state) with that member's
     hyperparameters, explored: each parameter of ``hyperparam_mutations`` is, with probability
@@ -37,7 +39,11 @@ class PBTConfig:
 
     Args:
         population: members trained side by side (>= 2).
-        interval: epochs between two exploit/explore steps (>= 1).
+        interval: epochs (or validations) between two exploit/explore steps (>= 1).
+        interval_unit: ``"epoch"`` (default) or ``"validation"``: with
+            ``check_val_every_n_epoch=k`` in the Trainer settings an interval of ``n``
+            validations is ``n * k`` epochs (Ray Tune's ``time_attr`` counts reported results
+            the same way). Segments end at epoch ends, where a validation must run.
         quantile: fraction of the population in the bottom (and top) group, in (0, 0.5].
         resample_probability: probability of drawing a mutated parameter again, in [0, 1].
         perturbation_factors: the two factors a float is multiplied by (> 0).
@@ -50,6 +56,8 @@ class PBTConfig:
         >>> config = PBTConfig(population=4, interval=2)
         >>> config.rounds(max_epochs=7), config.epochs(round=3, max_epochs=7)
         (4, (6, 7))
+        >>> PBTConfig(interval=2, interval_unit="validation").epoch_interval(3)
+        6
         >>> PBTConfig.coerce({"population": 1})
         Traceback (most recent call last):
         ...
@@ -63,6 +71,7 @@ class PBTConfig:
     perturbation_factors: tuple[float, float] = (0.8, 1.2)
     hyperparam_mutations: tuple[str, ...] | None = None
     mode: Literal["async", "sync"] = "async"
+    interval_unit: Literal["epoch", "validation"] = "epoch"
 
     def __post_init__(self) -> None:
         check_int("population", self.population, minimum=2)
@@ -91,6 +100,7 @@ class PBTConfig:
                 )
             object.__setattr__(self, "hyperparam_mutations", tuple(mutations))
         check_choice("mode", self.mode, MODES)
+        check_choice("interval_unit", self.interval_unit, INTERVAL_UNITS)
 
     @classmethod
     def coerce(cls, value: PBTConfig | Mapping[str, Any] | None) -> PBTConfig:
@@ -107,13 +117,20 @@ class PBTConfig:
             raise ValueError(f"`pbt` has unknown keys {unknown}; accepted keys: {accepted}")
         return cls(**value)
 
-    def rounds(self, max_epochs: int) -> int:
-        """Segments per member: ``ceil(max_epochs / interval)``."""
-        return math.ceil(max_epochs / self.interval)
+    def epoch_interval(self, check_val_every_n_epoch: int = 1) -> int:
+        """Epochs per segment, for a Trainer that validates every ``check_val_every_n_epoch``."""
+        return self.interval * (check_val_every_n_epoch if self.interval_unit == "validation" else 1)
 
-    def epochs(self, round: int, max_epochs: int) -> tuple[int, int]:
+    def rounds(self, max_epochs: int, check_val_every_n_epoch: int = 1) -> int:
+        """Segments per member: ``ceil(max_epochs / epochs per segment)``."""
+        return math.ceil(max_epochs / self.epoch_interval(check_val_every_n_epoch))
+
+    def epochs(
+        self, round: int, max_epochs: int, check_val_every_n_epoch: int = 1
+    ) -> tuple[int, int]:
         """The epochs ``[start, end)`` of segment ``round``."""
-        return round * self.interval, min((round + 1) * self.interval, max_epochs)
+        step = self.epoch_interval(check_val_every_n_epoch)
+        return round * step, min((round + 1) * step, max_epochs)
 
     def quantile_size(self, n: int) -> int:
         """Members in the bottom (and top) group of ``n`` ranked members, as Ray Tune counts.

@@ -25,11 +25,25 @@ class PBTPlan:
     """
 
     def __init__(
-        self, config: PBTConfig, mutable: tuple[str, ...], optimizer_keys: tuple[str, ...]
+        self,
+        config: PBTConfig,
+        mutable: tuple[str, ...],
+        optimizer_keys: tuple[str, ...],
+        check_val_every_n_epoch: int = 1,
     ) -> None:
         self.config = config
         self.mutable = mutable
         self.optimizer_keys = optimizer_keys
+        #: the Trainer's validation period, in epochs (``interval_unit="validation"`` counts it)
+        self.check_val_every_n_epoch = check_val_every_n_epoch
+
+    def rounds(self, max_epochs: int) -> int:
+        """Segments per member."""
+        return self.config.rounds(max_epochs, self.check_val_every_n_epoch)
+
+    def epochs(self, round: int, max_epochs: int) -> tuple[int, int]:
+        """The epochs ``[start, end)`` of segment ``round``."""
+        return self.config.epochs(round, max_epochs, self.check_val_every_n_epoch)
 
 
 def _accepted(cls: type) -> set[str] | None:
@@ -121,4 +135,37 @@ def check_pbt(tuner: Any, pbt: Any) -> PBTPlan:
             f"`hyperparam_mutations` has {missing}, which the search space does not sample; "
             f"sampled parameters: {list(sampled)}"
         )
-    return PBTPlan(config, tuple(mutable), _check_reach(tuner, tuple(mutable)))
+    every = _check_segments(config, tuner.trainer_kwargs, tuner.max_epochs)
+    return PBTPlan(config, tuple(mutable), _check_reach(tuner, tuple(mutable)), every)
+
+
+def _check_segments(config: PBTConfig, trainer_kwargs: Any, max_epochs: int) -> int:
+    """Every segment must end with a validation (members are ranked on it); return the
+    Trainer's ``check_val_every_n_epoch``."""
+    every = trainer_kwargs.get("check_val_every_n_epoch", 1)
+    within = trainer_kwargs.get("val_check_interval")
+    if within is not None and not (isinstance(within, float) and within == 1.0):
+        raise ValueError(
+            f"strategy='pbt' ends segments at epoch ends, but val_check_interval={within!r} "
+            "validates within epochs; remove it (use check_val_every_n_epoch and "
+            "pbt.interval_unit='validation' to count validations)"
+        )
+    if every is None or isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(
+            "strategy='pbt' ranks members on a validation at each segment's end, so it needs "
+            f"check_val_every_n_epoch to be an int >= 1, but got {every!r}"
+        )
+    step = config.epoch_interval(every)
+    if step % every:
+        raise ValueError(
+            f"`pbt.interval`={config.interval} epochs ends segments where no validation runs "
+            f"(check_val_every_n_epoch={every}): use a multiple of {every}, or "
+            f"interval_unit='validation' (interval={config.interval} validations = "
+            f"{config.interval * every} epochs)"
+        )
+    if max_epochs % every:
+        raise ValueError(
+            f"max_epochs={max_epochs} ends the last segment without a validation "
+            f"(check_val_every_n_epoch={every}): use a multiple of {every}"
+        )
+    return every

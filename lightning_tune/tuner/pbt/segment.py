@@ -135,7 +135,7 @@ def run_segment(tuner: Any, trial: optuna.Trial, plan: PBTPlan) -> float:
     """Train the segment ``trial`` describes (its ``pbt`` user attribute); return its value."""
     info = trial.user_attrs["pbt"]
     member, round = int(info["member"]), int(info["round"])
-    _, end_epoch = plan.config.epochs(round, tuner.max_epochs)
+    _, end_epoch = plan.epochs(round, tuner.max_epochs)
     params = tuner.search_space.suggest(trial)
     directory = segment_dir(tuner, member, round)
     last = directory / "last.ckpt"
@@ -149,7 +149,7 @@ def run_segment(tuner: Any, trial: optuna.Trial, plan: PBTPlan) -> float:
     user_callbacks = tuner.build_callbacks(params)
     ns = tuner.trial_namespace(module, datamodule, user_callbacks)
     callbacks = [*user_callbacks, update, report, EpochCheckpoint(last)]
-    loggers = tuner._trial_loggers(trial.number, ns)
+    loggers = tuner._trial_loggers(trial.number, ns, params)
     trial.set_user_attr("lightning", ns.__name__)
     trainer = ns.Trainer(
         **{

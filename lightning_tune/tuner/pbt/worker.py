@@ -56,7 +56,7 @@ class _Run:
         self.tuner = tuner
         self.plan = tuner.pbt_plan
         self.config = self.plan.config
-        self.rounds = self.config.rounds(tuner.max_epochs)
+        self.rounds = self.plan.rounds(tuner.max_epochs)
         specs = tuner.search_space.specs
         self.sampled = tuple(tuner.search_space.distributions())
         self.context = ({n: specs[n] for n in specs}, self.plan.mutable, self.config)
@@ -66,7 +66,7 @@ class _Run:
 
     def enqueue(self, study: optuna.Study, plans: list[Any]) -> None:
         for plan in plans:
-            epochs = self.config.epochs(plan.round, self.tuner.max_epochs)
+            epochs = self.plan.epochs(plan.round, self.tuner.max_epochs)
             enqueue(study, plan, self.sampled, epochs)
 
     def advance(
