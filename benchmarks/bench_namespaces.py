@@ -42,6 +42,7 @@ from bench_tuner import (
     make_pruner,
     quiet_logs,
     run_optuna_integration,
+    step_timer_class,
     trainer_kwargs,
 )
 
@@ -52,7 +53,8 @@ ARMS = {"ours-pl": pl, "ours-lightning": lpl, "oi-lightning": None}
 
 
 def run_ours(ns: Any, seed: int, data: DigitsDataModule, args: argparse.Namespace, workdir: str):
-    classifier = classifier_class(ns.LightningModule)
+    classifier, timer = classifier_class(ns.LightningModule), step_timer_class(ns.Callback)
+    timer.total, timer.per_fit = 0.0, []
     tuner = Tuner(
         lambda p: classifier(data, **p),
         SPACE,
@@ -65,28 +67,34 @@ def run_ours(ns: Any, seed: int, data: DigitsDataModule, args: argparse.Namespac
         max_epochs=args.max_epochs,
         objective="last",
         trainer_kwargs=trainer_kwargs(),
+        callbacks=[timer()],
         quiet=True,
         keep_checkpoints=0,
     )
     study = tuner.optimize(n_trials=args.n_trials)
     packages = {t.user_attrs.get("lightning") for t in study.trials}
     assert packages == {ns.__name__}, packages
-    return study
+    return study, timer.per_fit
 
 
 def run_arm(arm: str, seed: int, data: DigitsDataModule, args: argparse.Namespace, workdir: str):
     start = time.perf_counter()
     if arm == "oi-lightning":
-        study, _ = run_optuna_integration(
+        study, per_fit = run_optuna_integration(
             "oi-median", seed, data, args.n_trials, args.max_epochs, workdir
         )
     else:
-        study = run_ours(ARMS[arm], seed, data, args, workdir)
+        study, per_fit = run_ours(ARMS[arm], seed, data, args, workdir)
     wall = time.perf_counter() - start
+    in_steps = sum(per_fit)
     return {
         "arm": arm,
         "seed": seed,
         "wall_s": round(wall, 3),
+        # forward/backward/optimizer steps (identical work in every arm) vs everything else:
+        # the framework's own cost is the wall time outside the steps
+        "in_step_s": round(in_steps, 3),
+        "outside_step_s": round(wall - in_steps, 3),
         "pruned": [t.number for t in study.trials if t.state.name == "PRUNED"],
         "values": [round(t.value, 6) if t.value is not None else None for t in study.trials],
         "reported": [
@@ -141,16 +149,23 @@ def main() -> None:
         for s in args.seeds
     )
     wall = {arm: [r["wall_s"] for r in runs if r["arm"] == arm] for arm in ARMS}
-    ratios = {
-        arm: [
-            r["wall_s"] / o["wall_s"]
-            for r in runs
-            if r["arm"] == arm
-            for o in runs
-            if o["arm"] == "oi-lightning" and (o["seed"], o["repeat"]) == (r["seed"], r["repeat"])
-        ]
-        for arm in ("ours-pl", "ours-lightning")
-    }
+
+    def paired(key: str) -> dict[str, list[float]]:
+        return {
+            arm: [
+                r[key] / o[key]
+                for r in runs
+                if r["arm"] == arm
+                for o in runs
+                if o["arm"] == "oi-lightning"
+                and (o["seed"], o["repeat"]) == (r["seed"], r["repeat"])
+            ]
+            for arm in ("ours-pl", "ours-lightning")
+        }
+
+    ratios, outside_ratios = paired("wall_s"), paired("outside_step_s")
+    outside = {arm: [r["outside_step_s"] for r in runs if r["arm"] == arm] for arm in ARMS}
+    in_step = {arm: [r["in_step_s"] for r in runs if r["arm"] == arm] for arm in ARMS}
     summary = {
         "task": {
             "n_trials": args.n_trials,
@@ -171,6 +186,14 @@ def main() -> None:
             arm: round(statistics.median(v), 3) for arm, v in ratios.items()
         },
         "wall_ratio_vs_oi_all": {arm: [round(x, 3) for x in v] for arm, v in ratios.items()},
+        "wall_ratio_vs_oi_mean": {arm: round(statistics.fmean(v), 3) for arm, v in ratios.items()},
+        "in_step_s_median": {arm: round(statistics.median(v), 2) for arm, v in in_step.items()},
+        "outside_step_s_median": {
+            arm: round(statistics.median(v), 3) for arm, v in outside.items()
+        },
+        "outside_step_ratio_vs_oi_median": {
+            arm: round(statistics.median(v), 3) for arm, v in outside_ratios.items()
+        },
     }
     line = json.dumps({"summary": summary})
     print(line)

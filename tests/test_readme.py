@@ -138,3 +138,28 @@ def test_lightning_or_pytorch_lightning_example_runs(tmp_path, monkeypatch):
     trainer = namespace["trainer"]
     assert type(trainer).__module__.startswith("lightning.pytorch")
     assert trainer.global_step == 2
+
+
+def test_several_objectives_example_runs(tmp_path, monkeypatch):
+    code = _block_after("### Several objectives: a Pareto front")
+    small = code.replace("tuner.run(n_trials=12)", "tuner.run(n_trials=3)").replace(
+        "max_epochs=3,",
+        'max_epochs=1, trainer_kwargs={"limit_train_batches": 2, "limit_val_batches": 1}, '
+        "quiet=True,",
+    )
+    assert small.count("n_trials=3") == 1 and "limit_train_batches" in small
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(small, "README.md", "exec"), namespace)
+    result = namespace["result"]
+    front = result.best_trials
+    assert front and all(len(t.values) == 2 for t in front)
+    # the front: no trial on it is beaten in both val_loss and params_m by another trial
+    complete = [t for t in result.study.trials if t.values]
+    for t in front:
+        assert not any(
+            o.values[0] <= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values
+            for o in complete
+        )
+    report = tmp_path / "lightning_tune_runs"
+    assert list(report.rglob("pareto_front.csv")), sorted(p.name for p in report.rglob("*"))

@@ -5,13 +5,16 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
+from lightning_tune._lightning import Callback
 from lightning_tune._validation import check_bool, check_int
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["ModelCost"]
 
@@ -33,7 +36,7 @@ def _first_tensor(batch: Any) -> torch.Tensor:
     )
 
 
-class ModelCost(pl.Callback):
+class ModelCost(Callback):
     """Logs ``params_m`` (parameters, in millions) and ``inference_ms`` (forward time per sample).
 
     Add it to a sweep's callbacks and monitor its metrics next to the accuracy:

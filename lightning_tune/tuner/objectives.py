@@ -15,15 +15,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
 from optuna.pruners import BasePruner, NopPruner
 from optuna.samplers import CmaEsSampler
 from typing_extensions import override
 
+from lightning_tune._lightning import Callback
 from lightning_tune.tuner.factories import MULTI_OBJECTIVE_SAMPLERS
 from lightning_tune.tuner.pruning import MetricNotFoundError
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = ["DIRECTIONS", "ObjectiveMetrics", "Objectives"]
 
@@ -135,7 +138,7 @@ class Objectives:
         return [float(row[m]) for m in self.monitors]
 
 
-class ObjectiveMetrics(pl.Callback):
+class ObjectiveMetrics(Callback):
     """Records every monitored metric after each validation (not the sanity check).
 
     A metric that is not logged is a :class:`~lightning_tune.tuner.pruning.MetricNotFoundError`

@@ -92,14 +92,15 @@ def test_objective_metrics_resume_and_name_missing_metrics(tmp_path):
         tuner.optimize(n_trials=1)
 
 
-def test_model_cost_logs_parameter_count_and_measured_latency(tmp_path):
+def test_model_cost_logs_parameter_count_and_measured_latency(tmp_path, lightning_ns):
+    # a callback of one package makes the trial run in that package's Trainer
     tuner = Tuner(
         TimmClassifier,
         {"lr": [1e-2]},
         datamodule=DigitsDataModule,
         datamodule_kwargs={"image_size": 16, "train_fraction": 0.2},
         module_kwargs={"model_name": "test_resnet"},
-        callbacks=[ModelCost(repeats=2)],
+        callbacks=[ModelCost(repeats=2), lightning_ns.callbacks.Timer()],
         monitor=["val_loss", "params_m", "inference_ms"],
         direction=["minimize", "minimize", "minimize"],
         storage="memory",
@@ -112,7 +113,8 @@ def test_model_cost_logs_parameter_count_and_measured_latency(tmp_path):
     )
     study = tuner.optimize(n_trials=1)
     (trial,) = study.trials
-    assert trial.state == TrialState.COMPLETE
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs
+    assert trial.user_attrs["lightning"] == lightning_ns.__name__
     model = TimmClassifier(model_name="test_resnet", num_classes=10)
     expected = sum(p.numel() for p in model.parameters()) / 1e6
     loss, params_m, ms = trial.values
