@@ -119,7 +119,9 @@ class PBTConfig:
 
     def epoch_interval(self, check_val_every_n_epoch: int = 1) -> int:
         """Epochs per segment, for a Trainer that validates every ``check_val_every_n_epoch``."""
-        return self.interval * (check_val_every_n_epoch if self.interval_unit == "validation" else 1)
+        return self.interval * (
+            check_val_every_n_epoch if self.interval_unit == "validation" else 1
+        )
 
     def rounds(self, max_epochs: int, check_val_every_n_epoch: int = 1) -> int:
         """Segments per member: ``ceil(max_epochs / epochs per segment)``."""
