@@ -209,13 +209,14 @@ def layer_groups(model: nn.Module, *, coarse: bool = False) -> list[tuple[str, l
 
     Groups come from the model's own ``group_matcher`` (timm's layer-decay grouping): the stem,
     then one group per block (``coarse=False``) or per stage (``coarse=True``), then the head.
-    Each entry is ``(group_name, [parameter names])``; parameters that no matcher claims land in
-    the last group, as in timm.
+    Each entry is ``(group_name, [parameter names])``, named after the module the group's
+    parameters share (``layer1``, ``stages.2``, ``blocks.3``; ``stem`` for the first group);
+    parameters that no matcher claims land in the last group, as in timm.
 
     Example:
         >>> groups = layer_groups(create_model("test_resnet", num_classes=2), coarse=True)
-        >>> [name for name, _ in groups][:2], groups[-1][1]
-        (['group_0', 'group_1'], ['fc.weight', 'fc.bias'])
+        >>> [name for name, _ in groups], groups[-1][1]
+        (['stem', 'layer1', 'layer2', 'layer3', 'layer4', 'fc'], ['fc.weight', 'fc.bias'])
     """
     from timm.models import group_parameters
 
@@ -225,8 +226,34 @@ def layer_groups(model: nn.Module, *, coarse: bool = False) -> list[tuple[str, l
             "Name the modules explicitly instead."
         )
     grouping = group_parameters(model, model.group_matcher(coarse=coarse), reverse=False)
-    ordered = sorted(grouping.items(), key=lambda kv: kv[0])
-    return [(f"group_{i}", list(names)) for i, (_, names) in enumerate(ordered)]
+    ordered = [list(names) for _, names in sorted(grouping.items(), key=lambda kv: kv[0])]
+    names = [_stage_name(group, i, len(ordered), coarse) for i, group in enumerate(ordered)]
+    return [
+        (name if names.count(name) == 1 else f"{name}#{i}", group)
+        for i, (name, group) in enumerate(zip(names, ordered))
+    ]
+
+
+def _stage_name(params: list[str], index: int, count: int, coarse: bool) -> str:
+    """The module path a group's parameters share: ``layer1``, ``stages.2``, ``blocks.3``
+    (a stage when ``coarse``); ``stem`` for the first group and ``head`` for the last when
+    they share none, else the top-level modules they come from."""
+    parts = [name.split(".")[:-1] for name in params]
+    common: list[str] = []
+    for level in zip(*parts):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    if coarse:
+        digits = [i for i, part in enumerate(common) if part.isdigit()]
+        if digits:
+            i = digits[0]
+            common = common[:i] if i and common[i - 1][-1:].isdigit() else common[: i + 1]
+    if common:
+        return ".".join(common)
+    if index in (0, count - 1):
+        return "stem" if index == 0 else "head"
+    return "+".join(dict.fromkeys(p[0] for p in parts if p)) or f"group_{index}"
 
 
 # ------------------------------------------------------------------ structure for fine-tuning

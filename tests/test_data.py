@@ -115,20 +115,62 @@ def test_loaders_yield_the_same_batches_as_a_plain_dataloader():
 
     dm = DigitsDataModule(image_size=8, batch_size=50)
     dm.setup()
-    for split, dataset, shuffle in (("train", dm.train_set, True), ("val", dm.val_set, False)):
-        torch.manual_seed(7)
-        ours = list(dm.dataloader(split))
-        torch.manual_seed(7)
-        plain = list(DataLoader(dataset, batch_size=50, shuffle=shuffle))
-        assert len(ours) == len(plain) == len(dm.dataloader(split))
-        for (x, y), (px, py) in zip(ours, plain):
-            assert torch.equal(x, px) and torch.equal(y, py)
-    # a new epoch is a new order, and every image is seen exactly once
-    first, second = (torch.cat([y for _, y in dm.train_dataloader()]) for _ in range(2))
-    assert not torch.equal(first, second)
-    assert torch.equal(first.sort().values, dm.train_set.tensors[1].sort().values)
+    ours = list(dm.dataloader("val"))
+    plain = list(DataLoader(dm.val_set, batch_size=50, shuffle=False))
+    assert len(ours) == len(plain) == len(dm.dataloader("val"))
+    for (x, y), (px, py) in zip(ours, plain):
+        assert torch.equal(x, px) and torch.equal(y, py)
+    # the training order: the indices of EpochShuffledBatches, batch by batch
+    loader = dm.train_dataloader()
+    order = loader.sampler.order(0)
+    for i, (x, y) in enumerate(loader):
+        batch = order[i * 50 : (i + 1) * 50]
+        assert torch.equal(x, dm.train_set.tensors[0][batch])
+        assert torch.equal(y, dm.train_set.tensors[1][batch])
     x, _ = next(iter(dm.dataloader("test", batch_size=3)))
     assert x.shape[0] == 3
+
+
+def test_training_order_is_a_function_of_the_seed_and_the_epoch():
+    torch.manual_seed(3)
+    dm = DigitsDataModule(image_size=8, batch_size=64)
+    loader = dm.train_dataloader()
+    first, second = (torch.cat([y for _, y in loader]) for _ in range(2))
+    assert not torch.equal(first, second)  # a new pass is a new epoch, a new order
+    assert torch.equal(first.sort().values, dm.train_set.tensors[1].sort().values)
+    loader.sampler.set_epoch(0)
+    assert torch.equal(torch.cat([y for _, y in loader]), first)
+    torch.manual_seed(3)
+    again = DigitsDataModule(image_size=8, batch_size=64)
+    assert again.shuffle_seed() == dm.shuffle_seed()
+    restored = DigitsDataModule(image_size=8, batch_size=64)
+    restored.load_state_dict(dm.state_dict())
+    assert torch.equal(torch.cat([y for _, y in restored.train_dataloader()]), first)
+
+
+def test_the_training_loader_resumes_mid_epoch():
+    torch.manual_seed(0)
+    dm = DigitsDataModule(image_size=8, batch_size=100)
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(2)
+    full = [y for _, y in loader]
+    loader.sampler.set_epoch(2)
+    iterator = iter(loader)
+    for _ in range(4):
+        next(iterator)
+    state = loader.state_dict()
+    assert state == {"epoch": 2, "taken": 4}
+    fresh = DigitsDataModule(image_size=8, batch_size=100)
+    fresh.load_state_dict(dm.state_dict())
+    resumed = fresh.train_dataloader()
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(2)  # what Lightning calls before the resumed epoch
+    rest = [y for _, y in resumed]
+    assert len(rest) == len(full) - 4
+    assert all(torch.equal(a, b) for a, b in zip(rest, full[4:]))
+    resumed.load_state_dict({"epoch": 2, "taken": len(full)})  # saved at the last batch
+    resumed.sampler.set_epoch(3)
+    assert len(list(resumed)) == len(full)
 
 
 def test_dataloader_rejects_unknown_split_and_bad_batch_size():

@@ -13,6 +13,7 @@ from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
 from lightning_tune._lightning import NAMESPACES, Callback, LightningEarlyStopping, classes
+from lightning_tune.callbacks._resume import warn_if_resume_skips_validation
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -202,6 +203,7 @@ class EarlyStopping(LightningEarlyStopping):
         self._checkpoint: ModelCheckpoint | None = None
         self._on_epoch_end = bool(check_on_train_epoch_end)
         self._warned_missing = False
+        self._restored = False  # loaded from a checkpoint and not checked since
 
     @property
     @override
@@ -282,6 +284,11 @@ class EarlyStopping(LightningEarlyStopping):
     def _check(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, at_epoch_end: bool
     ) -> None:
+        restored, self._restored = self._restored, False
+        if restored and self.monitor not in trainer.callback_metrics:
+            # Resumed from a checkpoint written at the end of a validation: Lightning ends that
+            # validation again without running it, and this check is already in the state.
+            return
         current = self._metric(trainer)
         if current is None or trainer.current_epoch < self.start_from_epoch:
             return
@@ -399,6 +406,12 @@ class EarlyStopping(LightningEarlyStopping):
 
     # ---------------------------------------------------------------------------------- state
     @override
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        warn_if_resume_skips_validation(trainer)
+
+    @override
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "wait_count": self.wait_count,
@@ -429,3 +442,4 @@ class EarlyStopping(LightningEarlyStopping):
         )
         self.stopping_reason_message = state_dict.get("stopping_reason_message")
         self._best_weights = state_dict.get("best_weights")
+        self._restored = True

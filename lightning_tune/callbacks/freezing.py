@@ -17,6 +17,7 @@ from typing_extensions import override
 from lightning_tune._compat import check_trainer
 from lightning_tune._lightning import Callback
 from lightning_tune.callbacks._milestones import Unit, check_moment, describe, run_length, to_steps
+from lightning_tune.callbacks._resume import warn_if_resume_skips_validation
 from lightning_tune.callbacks.lr_schedule import LRSchedule
 from lightning_tune.timm_utils import find_timm_model, finetuning_groups
 
@@ -126,9 +127,9 @@ class LayerFreezing(Callback):
         >>> for epoch, groups in freezing.plan(TimmClassifier("test_resnet"), epochs=4):
         ...     print(epoch, groups, [freezing.lr_scale(g) for g in groups])
         0 ['head'] [1.0]
-        1 ['head', 'group_4'] [1.0, 0.5]
-        2 ['head', 'group_4'] [1.0, 0.5]
-        3 ['head', 'group_4', 'group_3'] [1.0, 0.5, 0.25]
+        1 ['head', 'layer4'] [1.0, 0.5]
+        2 ['head', 'layer4'] [1.0, 0.5]
+        3 ['head', 'layer4', 'layer3'] [1.0, 0.5, 0.25]
 
         Train with it (``LRSchedule`` drives the LR of the groups it adds):
         ``pl.Trainer(callbacks=[freezing, LRSchedule("cosine", warmup=0.1)])``.
@@ -281,6 +282,7 @@ class LayerFreezing(Callback):
         self._user_frozen: set[str] = set()
         self._unfrozen: set[int] = set()
         self._restored: dict[str, Any] | None = None
+        self._show_plan = False
         self._reference: tuple[list[str], torch.Tensor] | None = None
         self._verify_pending = False
         self._trainer_ref: weakref.ref[pl.Trainer] | None = None
@@ -370,6 +372,39 @@ class LayerFreezing(Callback):
             lines.append(f"at {describe(when, self.unit)}{where}")
         return lines
 
+    def plan_table(self, pl_module: pl.LightningModule | None = None) -> str:
+        """The plan as a table: group, parameters, when it starts training, LR scale.
+
+        Printed at the start of a fresh fit (resolved in ``setup``; the steps once the run's
+        length is known; see :meth:`plan` for a preview).
+        """
+        total, _ = self._lengths
+        starts = {i: describe(0, self.unit) for i in self._initial()}
+        for (when, idx), (step, _) in zip(self._steps(), self._step_schedule()):
+            notes = []
+            if total is not None:
+                if isinstance(when, float) or self.unit == "step":
+                    notes.append(f"step {step} of {total}")
+                if step >= total:
+                    notes.append("after the run")
+            text = describe(when, self.unit) + (f" ({', '.join(notes)})" if notes else "")
+            starts.update({i: text for i in idx})
+        sizes = {n: p.numel() for n, p in pl_module.named_parameters()} if pl_module else {}
+        rows = []
+        for i in range(len(self._groups) - 1, -1, -1):
+            name, names = self._groups[i]
+            count = f"{sum(sizes.get(n, 0) for n in names):,}" if sizes else f"{len(names)} tensors"
+            rows.append(
+                (name, count, starts.get(i, "never"), f"{self.lr_decay ** self.depth(i):.4g}")
+            )
+        header = ("group", "params", "trains from", "LR scale")
+        widths = [max(len(r[k]) for r in [header, *rows]) for k in range(4)]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]
+        ]
+        title = f"LayerFreezing plan (strategy={self.strategy!r}, lr_decay={self.lr_decay:g}):"
+        return "\n".join([title, *lines])
+
     # ------------------------------------------------------------------------- structure
     def _resolve_groups(self, pl_module: pl.LightningModule) -> None:
         if self.group_spec is None:
@@ -454,7 +489,9 @@ class LayerFreezing(Callback):
             return self._resolved[1]
         total, per_epoch = self._lengths
         native = self._steps()
-        if self.milestones is not None or self.strategy == "freeze_then_unfreeze":
+        if not native:  # strategy="none", or nothing left to unfreeze
+            steps: list[tuple[int, list[int]]] = []
+        elif self.milestones is not None or self.strategy == "freeze_then_unfreeze":
             steps = [(to_steps(v, self.unit, total, per_epoch), idx) for v, idx in native]
         else:
             assert self.unfreeze_at_epoch is not None
@@ -589,8 +626,10 @@ class LayerFreezing(Callback):
                 new["params"] = params
                 if "param_names" in group:
                     new["param_names"] = [names_of[id(p)] for p in params]
-                if len(by_depth) > 1 and "name" in group:
-                    new["name"] = f"{group['name']}/depth{depth}"
+                if "name" in group:
+                    new["name"] = self._group_name(group["name"], params, names_of, depth)
+                    if len(by_depth) > 1 and new["name"] == group["name"]:
+                        new["name"] = f"{group['name']}/depth{depth}"
                 new["initial_lr"] = initial_lr
                 new["lr_scale"] = base_scale * self.lr_decay**depth
                 new["lr"] = initial_lr * new["lr_scale"]
@@ -607,7 +646,22 @@ class LayerFreezing(Callback):
                 optimizer.add_param_group(group)
         else:
             for group, new in zip(optimizer.param_groups, rebuilt):
-                group.update({k: new[k] for k in ("initial_lr", "lr_scale", "lr")})
+                group.update(
+                    {k: new[k] for k in ("initial_lr", "lr_scale", "lr", "name") if k in new}
+                )
+
+    def _group_name(
+        self, name: str, params: list[torch.Tensor], names_of: dict[int, str], depth: int
+    ) -> str:
+        """``all/decay`` -> ``head/decay`` when all of a group's parameters are in one layer
+        group (the head at fit start): the optimizer's group says which layers it trains."""
+        first, _, rest = str(name).partition("/")
+        group_of = self._group_of()
+        owners = {group_of.get(names_of.get(id(p), ""), -1) for p in params}
+        if first != "all" or len(owners) != 1 or -1 in owners:
+            return name
+        layer = self._groups[owners.pop()][0]
+        return f"{layer}/{rest}" if rest else layer
 
     def _head_optimizer(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
@@ -659,7 +713,7 @@ class LayerFreezing(Callback):
                 and id(params[n]) in present
                 and n not in self._bn_param_names
             ]
-            if already:
+            if already and self.lr_decay != 1:  # same LR either way with lr_decay == 1
                 rank_zero_warn(
                     f"LayerFreezing: {len(already)} parameters of {name} (e.g. {already[0]}) were "
                     "already in the optimizer while frozen, so they train with that group's LR, "
@@ -738,12 +792,19 @@ class LayerFreezing(Callback):
         if self._restored is None:
             for optimizer in trainer.optimizers:
                 self._scale_existing_groups(pl_module, optimizer)
-            if trainer.lr_scheduler_configs:
-                rank_zero_warn(
-                    "LayerFreezing adds param groups during training; torch LR schedulers from "
-                    "`configure_optimizers` do not know them. Let "
-                    "`lightning_tune.callbacks.LRSchedule` own the LR instead"
+            steps = self.schedule()
+            if trainer.lr_scheduler_configs and steps:
+                scheduler = type(trainer.lr_scheduler_configs[0].scheduler).__name__
+                raise ValueError(
+                    f"LayerFreezing adds param groups during training ({steps}, as ({self.unit}, "
+                    f"groups)), but configure_optimizers returns the torch LR scheduler "
+                    f"{scheduler}, which only knows the groups it was built with: the added ones "
+                    "would keep a fixed LR and break the layer-wise order (lr_scale). Remove the "
+                    "scheduler and add `lightning_tune.callbacks.LRSchedule` (it schedules added "
+                    "groups with their lr_scale), or use LayerFreezing(strategy='none') (no "
+                    "groups added)"
                 )
+            self._show_plan = True  # at train start, once the run's length is known
             return
         state, self._restored = self._restored, None
         known = {name: i for i, name in enumerate(self.group_names)}
@@ -777,6 +838,9 @@ class LayerFreezing(Callback):
         self._lengths = run_length(trainer)
         total = self._lengths[0]
         self._warmup = to_steps(self.warmup_steps, "step", total, None)
+        if self._show_plan:
+            self._show_plan = False
+            rank_zero_info(self.plan_table(pl_module))
         if self.by_step and total is not None:
             late = [(s, names) for s, names in self.step_schedule() if s >= total]
             if late:
@@ -823,8 +887,12 @@ class LayerFreezing(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self.by_step and self._target(trainer.global_step) != self._unfrozen:
-            self._unfreeze_due(trainer, pl_module, trainer.global_step)
+        t = trainer.global_step if self.by_step else trainer.current_epoch
+        if self._target(t) - self._unfrozen:
+            # By step, groups come due mid-epoch. By epoch, a run resumed from a checkpoint
+            # written at an epoch's last batch starts the next epoch without
+            # `on_train_epoch_start`: the frozen set follows the epoch here as well.
+            self._unfreeze_due(trainer, pl_module, t)
             self._set_bn_modes()
         for module in self._frozen_bn:  # a user's `train()` call must not wake them up
             if module.training:  # an attribute read per step; eval() only when needed
@@ -859,6 +927,12 @@ class LayerFreezing(Callback):
             )
 
     # ------------------------------------------------------------------------- state
+    @override
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        warn_if_resume_skips_validation(trainer)
+
     @override
     def state_dict(self) -> dict[str, Any]:
         trainer = self._trainer_ref() if self._trainer_ref is not None else None

@@ -16,6 +16,7 @@ from lightning_tune._lightning import Callback
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
+from lightning_tune.callbacks._resume import warn_if_resume_skips_validation
 
 __all__ = ["LabelSmoothing", "smooth_targets"]
 
@@ -101,8 +102,10 @@ class LabelSmoothing(Callback):
     0.5; ``one_sided=True`` only softens positives (``1 -> 1 - ε``, the GAN discriminator trick).
 
     ε can be annealed linearly to 0 over the last ``anneal_epochs`` epochs of
-    ``Trainer(max_epochs=...)``: the last epoch trains with 0. It is a closed form of the epoch,
-    so a resumed run uses exactly the ε of the run that never stopped.
+    ``Trainer(max_epochs=...)``: the last epoch trains with 0. It is a closed form of
+    ``trainer.current_epoch``, computed at every training batch, so a run resumed from any
+    checkpoint (also one written at an epoch's last batch, where Lightning skips the next
+    ``on_train_epoch_start``) uses exactly the ε of the run that never stopped.
 
     Args:
         epsilon: the smoothing ε in [0, 1).
@@ -335,6 +338,9 @@ class LabelSmoothing(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        # From the epoch at every batch: a run resumed from a checkpoint written at an
+        # epoch's last batch starts the next epoch without `on_train_epoch_start`.
+        self.current_epsilon = self.epsilon_at(trainer.current_epoch, self._max_epochs)
         self.active = True
         if self._apply is not None:
             self._apply(self.current_epsilon)
@@ -368,6 +374,12 @@ class LabelSmoothing(Callback):
             self._detach()
 
     # --------------------------------------------------------------------------- state
+    @override
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        warn_if_resume_skips_validation(trainer)
+
     @override
     def state_dict(self) -> dict[str, Any]:
         # ε is a closed form of the epoch (restored by the Trainer): this is for inspection.

@@ -21,6 +21,7 @@ from lightning_tune.callbacks._lr_settings import (
     check_warmup,
     pick,
 )
+from lightning_tune.callbacks._resume import warn_if_resume_skips_validation
 from lightning_tune.schedules import Schedule, warmup_factor
 
 if TYPE_CHECKING:
@@ -449,6 +450,12 @@ class LRSchedule(Callback):
     ) -> None:
         if self._manual:
             self._manual_steps += 1
+
+    @override
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        warn_if_resume_skips_validation(trainer)
 
     @override
     def state_dict(self) -> dict[str, Any]:

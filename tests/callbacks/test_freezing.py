@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import warnings
 from typing import Any
 
 import pytest
@@ -112,7 +114,7 @@ def test_gradual_unfreezes_top_down_one_group_per_epoch(name, trainer_kwargs):
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        # resnet has 6 groups: group_0..group_4 and the head (5)
+        # resnet has 6 groups: stem, layer1..layer4 and the head (5)
         (
             {"strategy": "gradual", "unfreeze_at_epoch": 1, "groups_per_step": 2},
             {0: [5], 1: [5, 4, 3], 2: [5, 4, 3, 2, 1], 3: [5, 4, 3, 2, 1, 0]},
@@ -231,7 +233,7 @@ def test_param_group_lrs_follow_decay_to_the_power_of_depth(trainer_kwargs):
         if group["name"].endswith("/decay"):
             assert decays
     assert [g.get("warmup_steps") for g in groups] == [None, None] + [3] * 10
-    assert groups[2]["name"] == "group_4/decay"
+    assert groups[2]["name"] == "layer4/decay"
 
 
 def test_strategy_none_splits_the_optimizer_groups_by_depth(trainer_kwargs):
@@ -251,10 +253,10 @@ def test_strategy_none_splits_the_optimizer_groups_by_depth(trainer_kwargs):
 @pytest.mark.parametrize(
     ("kwargs", "unfrozen"),
     [
-        # epoch=1.ckpt: group_4 was unfrozen at epoch 1; epochs 2 and 3 unfreeze one more each
-        ({"unfreeze_at_epoch": 1}, ["head", "group_4", "group_3", "group_2"]),
-        # nothing changes at epoch 2, so the resumed run must restore group_4 by itself
-        ({"milestones": [1, 3]}, ["head", "group_4", "group_3"]),
+        # epoch=1.ckpt: layer4 was unfrozen at epoch 1; epochs 2 and 3 unfreeze one more each
+        ({"unfreeze_at_epoch": 1}, ["head", "layer4", "layer3", "layer2"]),
+        # nothing changes at epoch 2, so the resumed run must restore layer4 by itself
+        ({"milestones": [1, 3]}, ["head", "layer4", "layer3"]),
     ],
 )
 def test_resume_mid_schedule_matches_the_uninterrupted_run(
@@ -396,7 +398,7 @@ def test_out_of_range_groups_name_the_number_of_groups(kwargs, match, trainer_kw
 
 
 def test_unfreeze_beyond_max_epochs_warns(trainer_kwargs):
-    with pytest.warns(UserWarning, match=re.escape("unfreeze steps [(5, ['group_4'])] are at or")):
+    with pytest.warns(UserWarning, match=re.escape("unfreeze steps [(5, ['layer4'])] are at or")):
         fit(make_module(), [LayerFreezing("gradual", milestones=[5])], trainer_kwargs, epochs=1)
 
 
@@ -455,11 +457,11 @@ def test_lr_schedule_drives_new_groups_with_lr_scale_and_their_own_warmup(traine
     fit(make_module(), [freezing, LRSchedule("constant"), recorder], trainer_kwargs, epochs=3)
     lr = 1e-2
     expected = {
-        0: {"all/decay": lr, "all/no_decay": lr},
-        2: {"all/decay": lr, "group_4/decay": 0.0, "group_4/no_decay": 0.0},
-        3: {"all/decay": lr, "group_4/decay": lr * 0.5 * 0.5},
-        4: {"group_4/decay": lr * 0.5, "group_3/decay": 0.0},
-        5: {"group_4/no_decay": lr * 0.5, "group_3/no_decay": lr * 0.25 * 0.5},
+        0: {"head/decay": lr, "head/no_decay": lr},
+        2: {"head/decay": lr, "layer4/decay": 0.0, "layer4/no_decay": 0.0},
+        3: {"head/decay": lr, "layer4/decay": lr * 0.5 * 0.5},
+        4: {"layer4/decay": lr * 0.5, "layer3/decay": 0.0},
+        5: {"layer4/no_decay": lr * 0.5, "layer3/no_decay": lr * 0.25 * 0.5},
     }
     for step, lrs in expected.items():
         for name, value in lrs.items():
@@ -491,10 +493,63 @@ def test_resume_with_lr_schedule_matches_the_uninterrupted_run(tmp_path, trainer
         return module, recorder
 
     full, full_rec = run()
-    # epoch=1.ckpt: stops inside group_4's own warmup (3 steps from step 2)
+    # epoch=1.ckpt: stops inside layer4's own warmup (3 steps from step 2)
     resumed, rec = run(str(tmp_path / "ckpt" / "epoch=1.ckpt"))
     assert sorted(rec.lrs) == [4, 5, 6, 7, 8, 9]
     assert all(rec.lrs[s] == full_rec.lrs[s] for s in rec.lrs)
-    assert rec.lrs[4]["group_4/decay"] < 1e-2 * 0.5  # still warming up, and restored as such
+    assert rec.lrs[4]["layer4/decay"] < 1e-2 * 0.5  # still warming up, and restored as such
     for key, value in full.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+# --------------------------------------------------------------------------- visible plan
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("test_resnet", ["stem", "layer1", "layer2", "layer3", "layer4", "head"]),
+        ("test_convnext", ["stem", "stages.0", "stages.1", "stages.2", "stages.3", "head"]),
+        ("test_vit", ["stem", "blocks.0", "blocks.1", "blocks.2", "blocks.3", "blocks.4"]),
+    ],
+)
+def test_groups_are_named_after_the_models_stages(name, expected):
+    groups = finetuning_groups(create_model(name, num_classes=3, **FAMILIES[name]))
+    assert [g for g, _ in groups][: len(expected)] == expected
+    assert groups[-1][0] == "head"
+
+
+def test_the_plan_table_is_printed_at_fit_start_and_the_head_group_is_named(trainer_kwargs, caplog):
+    module = TimmClassifier("test_resnet", num_classes=3, lr=1e-2)
+    freezing = LayerFreezing("gradual", unfreeze_at_epoch=1, lr_decay=0.5, keep_frozen=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with (
+            caplog.at_level(logging.INFO),
+            caplog.at_level(logging.INFO, logger="pytorch_lightning"),
+            caplog.at_level(logging.INFO, logger="lightning.pytorch"),
+        ):  # Lightning's rank-zero INFO log (conftest quiets both packages' loggers)
+            trainer = fit(module, [freezing], trainer_kwargs, epochs=2)
+    table = caplog.text[caplog.text.index("LayerFreezing plan") :]
+    assert re.search(r"group +params +trains from +LR scale", table)
+    head = sum(p.numel() for p in module.model.fc.parameters())
+    assert re.search(rf"head +{head:,} +epoch 0 +1\b", table)
+    assert re.search(r"layer4 +[\d,]+ +epoch 1 +0\.5\b", table)
+    assert re.search(r"layer3 +[\d,]+ +epoch 2 \(after the run\) +0\.25\b", table)
+    assert re.search(r"stem +[\d,]+ +never +0\.03125\b", table)
+    names = [g["name"] for g in trainer.optimizers[0].param_groups]
+    assert names[:2] == ["head/decay", "head/no_decay"] and "layer4/decay" in names
+    assert not [w for w in caught if "already in the optimizer" in str(w.message)]
+
+
+class WithTorchScheduler(TimmClassifier):
+    def configure_optimizers(self):
+        optimizer = super().configure_optimizers()
+        return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)]
+
+
+def test_a_torch_scheduler_with_added_groups_is_refused_with_the_fix(trainer_kwargs):
+    module = WithTorchScheduler("test_resnet", num_classes=3)
+    with pytest.raises(ValueError, match=r"torch LR scheduler StepLR.*LRSchedule.*strategy='none'"):
+        fit(module, [LayerFreezing("gradual")], trainer_kwargs, epochs=2)
+    fit(
+        WithTorchScheduler("test_resnet", num_classes=3), [LayerFreezing("none")], trainer_kwargs, 1
+    )
