@@ -44,6 +44,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from lightning_tune.tuner.storage_files import (
     StorageError,
+    journal_error,
     repair_journal,
     retry_schema_race,
     sqlite_error,
@@ -248,11 +249,7 @@ def _journal(path: pathlib.Path) -> JournalStorage:
     except StorageError:
         raise
     except (OSError, ValueError) as err:
-        raise StorageError(
-            f"cannot use {path} as a journal study storage: {' '.join(str(err).split())}. "
-            "Check the path, its directory's permissions and the free disk space (the file "
-            "was not changed)"
-        ) from None
+        raise journal_error(path, err) from None
 
 
 def _rdb(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import pathlib
 import random
 import shutil
@@ -28,6 +29,7 @@ from typing import TypeVar
 
 __all__ = [
     "StorageError",
+    "journal_error",
     "repair_journal",
     "retry_schema_race",
     "sqlite_error",
@@ -55,17 +57,26 @@ class StorageError(RuntimeError):
     """
 
 
-def sqlite_error(path: pathlib.Path, err: BaseException) -> StorageError:
-    """A :class:`StorageError` for a SQLite file ``path`` that failed with ``err``.
+def _read_only_directory(directory: pathlib.Path) -> bool:
+    """Whether ``directory`` exists on a file system mounted read-only (even root cannot write)."""
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
-    Example:
-        >>> import sqlite3
-        >>> print(sqlite_error(pathlib.Path("x.db"), sqlite3.DatabaseError("file is not a database")))
-        cannot use x.db as a SQLite study storage: file is not a database. It is not a SQLite database (or it is damaged): pass another --storage path, or restore the file from a backup (the file was not changed)
-    """
-    text = " ".join(str(err).split()) or type(err).__name__
+
+def _fix(path: pathlib.Path, text: str, err: BaseException) -> str:
+    """What to do about a storage file ``path`` that failed with ``err`` (message ``text``)."""
     lowered = text.lower()
-    if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+    read_only = _read_only_directory(path.parent)
+    if read_only and (
+        "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered
+    ):
+        fix = (
+            f"Its directory {path.parent} is on a read-only file system: remount it writable "
+            "or pick another path"
+        )
+    elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
         fix = (
             "It is not a SQLite database (or it is damaged): pass another --storage path, or "
             "restore the file from a backup"
@@ -82,6 +93,28 @@ def sqlite_error(path: pathlib.Path, err: BaseException) -> StorageError:
         fix = f"Check that {path.parent} exists and is a writable directory, or pick another path"
     else:
         fix = "Check the path, its directory's permissions and the free disk space"
+    return fix
+
+
+def journal_error(path: pathlib.Path, err: BaseException) -> StorageError:
+    """A :class:`StorageError` for a journal file ``path`` that failed with ``err``."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return StorageError(
+        f"cannot use {path} as a journal study storage: {text}. {_fix(path, text, err)} (the "
+        "file was not changed)"
+    )
+
+
+def sqlite_error(path: pathlib.Path, err: BaseException) -> StorageError:
+    """A :class:`StorageError` for a SQLite file ``path`` that failed with ``err``.
+
+    Example:
+        >>> import sqlite3
+        >>> print(sqlite_error(pathlib.Path("x.db"), sqlite3.DatabaseError("file is not a database")))
+        cannot use x.db as a SQLite study storage: file is not a database. It is not a SQLite database (or it is damaged): pass another --storage path, or restore the file from a backup (the file was not changed)
+    """
+    text = " ".join(str(err).split()) or type(err).__name__
+    fix = _fix(path, text, err)
     return StorageError(
         f"cannot use {path} as a SQLite study storage: {text}. {fix} (the file was not changed)"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -151,6 +152,34 @@ def test_disk_full_during_a_sweep_is_one_line_and_the_rerun_finishes(tmp_path, c
         study = optuna.load_study(study_name="cli", storage=f"sqlite:///{storage}")
         states = [t.state.name for t in study.trials]
         assert states.count("COMPLETE") == 2 and "RUNNING" not in states
+
+
+@pytest.mark.parametrize("name", ["study.db", "study.log"], ids=["sqlite", "journal"])
+@pytest.mark.parametrize("existing", [True, False], ids=["existing-study", "new-file"])
+def test_a_read_only_storage_is_one_line_exit_2_and_left_unchanged(
+    tmp_path, capsys, existing, name
+):
+    """A real read-only file system (root can write anywhere else): a tmpfs remounted ro."""
+    with _tiny_disk(tmp_path / "disk", size="4m") as disk:
+        storage = disk / name
+        if existing and name.endswith(".db"):
+            rdb = optuna.storages.RDBStorage(f"sqlite:///{storage}")
+            optuna.create_study(study_name="cli", storage=rdb)
+            rdb.engine.dispose()
+        elif existing:
+            backend = optuna.storages.journal.JournalFileBackend(str(storage))
+            optuna.create_study(study_name="cli", storage=optuna.storages.JournalStorage(backend))
+        remount = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True)
+        if remount.returncode != 0:
+            pytest.skip(f"cannot remount read-only here ({remount.stderr.decode().strip()})")
+        before = sorted((p.name, p.read_bytes()) for p in disk.iterdir())
+        config = tmp_path / "sweep.yaml"
+        config.write_text(SWEEP)
+        argv = ["tune", "--config", str(config), "--storage", str(storage), "--output-dir",
+                str(tmp_path / "runs"), "--quiet", "--no-preflight"]  # fmt: skip
+        err = _one_line_error(capsys, argv)
+        assert str(storage) in err and re.search(r"read-only", err), err
+        assert sorted((p.name, p.read_bytes()) for p in disk.iterdir()) == before
 
 
 @pytest.mark.slow
