@@ -11,8 +11,9 @@ decay / batch size / label smoothing, ``--n-trials`` trials of at most ``--max-e
 * ``oi-median`` / ``oi-hyperband``: the same pruners through optuna-integration's
   ``PyTorchLightningPruningCallback`` and a hand-written objective (that callback needs the
   unified ``lightning`` package, so this arm trains with ``lightning.pytorch``);
-* ``tpe`` / ``grid`` (which search?): no pruning, the same trial budget, ``sampler="tpe"``
-  (seeded) or ``sampler="grid"``: a log grid of 4 learning rates x 3 weight decays over the same
+* ``tpe`` / ``gp`` / ``cmaes`` / ``grid`` (which search?): no pruning, the same trial budget,
+  ``sampler="tpe"``, ``"gp"`` or ``"cmaes"`` (seeded; CMA-ES samples the batch size, a
+  categorical, with its independent sampler) or ``sampler="grid"``: a log grid of 4 learning rates x 3 weight decays over the same
   ranges (12 configurations, the default budget), batch size 64 and label smoothing 0.1 fixed
   (their middle values), shuffled by the seed. ``grid-jitter`` is that grid with
   ``jitter=0.5`` (each point moved by up to a quarter of its log spacing, seeded).
@@ -62,6 +63,8 @@ ARMS = (
     "oi-median",
     "oi-hyperband",
     "tpe",
+    "gp",
+    "cmaes",
     "grid",
     "grid-jitter",
 )
@@ -82,8 +85,8 @@ GRID_SPACE = {
 
 def search_settings(arm: str, seed: int) -> dict[str, Any]:
     """The ``Tuner`` arguments of an arm's search: space, sampler and its options."""
-    if arm == "tpe":
-        return {"search_space": SPACE, "sampler": "tpe"}
+    if arm in ("tpe", "gp", "cmaes"):  # seeded with the tuner's seed
+        return {"search_space": SPACE, "sampler": arm}
     if arm.startswith("grid"):
         jitter = 0.5 if arm == "grid-jitter" else 0.0
         return {"search_space": GRID_SPACE, "sampler": "grid", "sampler_kwargs": {"jitter": jitter}}

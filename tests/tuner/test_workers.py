@@ -155,7 +155,7 @@ def _assert_intact(study: optuna.Study, n_trials: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "storage", ["default", pytest.param("postgres", marks=pytest.mark.postgres)]
+    "storage", ["default", "journal", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
 def test_two_worker_processes_finish_exactly_n_trials(request, tmp_path, storage):
     if storage == "default":  # from the command line: a config, `tune --workers 2`
@@ -169,8 +169,13 @@ def test_two_worker_processes_finish_exactly_n_trials(request, tmp_path, storage
         storage = resolve_storage(None, tmp_path / "from-config")
         _assert_intact(optuna.load_study(study_name="from-config", storage=storage), 5)
         return
-    # From Python, with a Tuner object (sent to the workers by pickling), on PostgreSQL.
-    spec = request.getfixturevalue("postgres_url")
+    # From Python, with a Tuner object (sent to the workers by pickling), on a journal file
+    # (its lease recovery) or PostgreSQL.
+    spec = (
+        str(tmp_path / "sweep.log")
+        if storage == "journal"
+        else request.getfixturevalue("postgres_url")
+    )
     study = run_workers(_tuner(tmp_path, spec), n_trials=5, n_workers=2, heartbeat_interval=2)
     _assert_intact(study, 5)
     # A second run with the same target has nothing left to do.
