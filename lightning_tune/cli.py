@@ -75,8 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - optuna is a dependency
         pass
     try:
+        from lightning_tune.tuner.loop import TooManyFailuresError
         from lightning_tune.tuner.storage_files import StorageError
-        from lightning_tune.tuner.workers import TooManyFailuresError
 
         expected += (TooManyFailuresError, StorageError)
     except ImportError:  # pragma: no cover - the tuner is optional

@@ -72,7 +72,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if getattr(args, "workers", 1) != 1:
         from functools import partial
 
-        from lightning_tune.tuner.workers import tune_with_workers
+        from lightning_tune.tuner.worker_cli import tune_with_workers
 
         runner = partial(tune_with_workers, n_workers=args.workers)
     summary = runner(
@@ -161,7 +161,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     add_fail_fast_options(parser)
     parser.set_defaults(func=_cmd_tune)
     # issue 7: `tune --workers N` and `lightning-tune worker` (lightning_tune/tuner/workers.py)
-    from lightning_tune.tuner.workers import add_worker_subcommand, add_workers_option
+    from lightning_tune.tuner.worker_cli import add_worker_subcommand, add_workers_option
 
     add_workers_option(parser)
     add_worker_subcommand(subparsers)

@@ -50,6 +50,7 @@ from lightning_tune.tuner.identity import (
     identity_diff,
     study_identity,
 )
+from lightning_tune.tuner.loop import run_worker
 from lightning_tune.tuner.objectives import ObjectiveMetrics, Objectives
 from lightning_tune.tuner.pruning import MetricNotFoundError
 from lightning_tune.tuner.recovery import Recovery, lease
@@ -1184,8 +1185,6 @@ class Tuner:
         if self.strategy == "pbt":
             self._run_pbt(timeout)
         elif total and n_trials is not None:
-            from lightning_tune.tuner.workers import run_worker
-
             run_worker(self, n_trials, timeout=timeout, name="tune")
         else:
             self.optimize(n_trials=n_trials, timeout=timeout)

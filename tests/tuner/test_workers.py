@@ -23,14 +23,10 @@ import lightning_tune._lightning as dual
 from lightning_tune import DigitsDataModule, TimmClassifier
 from lightning_tune.tuner import Tuner
 from lightning_tune.tuner.distributed import DistributedOptunaPruning
+from lightning_tune.tuner.loop import FINISHED, run_worker
 from lightning_tune.tuner.storage import resolve_storage
-from lightning_tune.tuner.workers import (
-    FINISHED,
-    add_worker_subcommand,
-    run_worker,
-    run_workers,
-    worker_threads,
-)
+from lightning_tune.tuner.worker_cli import add_worker_subcommand
+from lightning_tune.tuner.workers import run_workers, worker_threads
 
 # postgres_server_url / postgres_url: a real server (tests/postgres_fixture.py).
 pytest_plugins = ["postgres_fixture"]

@@ -1,0 +1,221 @@
+"""The worker loop: run a study's trials in this process until it has ``n_trials`` finished.
+
+:func:`run_worker` is what ``Tuner.run``, each process of
+:func:`~lightning_tune.tuner.workers.run_workers` and ``lightning-tune worker`` execute. It
+depends on the study, its storage and the tuner's objective only (not on how the tuner was
+built), so the tuner, the process pool and the command line all import it and nothing here
+imports them.
+
+* **Exactly n_trials**: a worker only starts a trial when the finished plus running trials are
+  fewer than ``n_trials``. Two workers may still ask for the last slot at the same moment; the
+  trial with the higher number then steps back at once (FAIL, user attribute ``surplus``,
+  nothing trained), so the study never holds more than ``n_trials`` finished trials.
+* **Crash recovery**: before each trial the worker fails the trials of dead workers (stale
+  heartbeat or lease, :mod:`lightning_tune.tuner.recovery`); Optuna's retry callback queues a
+  copy with the same parameters, which runs first.
+* **Failures of a trial's own**: recorded FAIL with the message in ``fail_reason``; the worker
+  goes on, and stops after ``max_consecutive_failures`` of the same error type.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from lightning_tune._validation import check_int, check_optional
+from lightning_tune.tuner.failfast import FailureStreak, TooManyFailuresError
+from lightning_tune.tuner.grid import grid_slots_left
+from lightning_tune.tuner.pruning import MetricNotFoundError
+from lightning_tune.tuner.recovery import recover_stale_trials
+from lightning_tune.tuner.report import format_values
+from lightning_tune.tuner.storage_files import storage_guard
+
+__all__ = [
+    "FINISHED",
+    "SurplusTrialError",
+    "TooManyFailuresError",
+    "finished_trials",
+    "run_worker",
+]
+
+#: Trial states that count towards ``n_trials``.
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class SurplusTrialError(RuntimeError):
+    """A trial asked for when the study already had ``n_trials`` finished or running ones.
+
+    Example:
+        >>> issubclass(SurplusTrialError, RuntimeError)
+        True
+    """
+
+
+def finished_trials(study: optuna.Study) -> int:
+    """How many trials of ``study`` are COMPLETE or PRUNED.
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+        >>> finished_trials(study)
+        3
+    """
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def _objective(
+    tuner: Any, study: optuna.Study, n_trials: int, config_errors: list[Exception]
+) -> Any:
+    """The tuner's objective behind the surplus check, recording the error of a failed trial
+    (and in ``config_errors`` a monitored metric that is never logged)."""
+
+    def objective(trial: optuna.Trial) -> float:
+        ahead = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, *FINISHED))
+            if t.number < trial.number
+        ]
+        if len(ahead) >= n_trials:
+            trial.set_user_attr("surplus", True)
+            reason = (
+                f"surplus: {len(ahead)} trials with lower numbers already finished or running "
+                f"(n_trials={n_trials}); another worker asked for the same slot"
+            )
+            trial.set_user_attr("fail_reason", reason)
+            raise SurplusTrialError(reason)
+        try:
+            return tuner.objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:
+            if isinstance(err, MetricNotFoundError):
+                config_errors.append(err)
+            if "fail_reason" not in trial.user_attrs:
+                trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:4000])
+            raise
+
+    return objective
+
+
+def run_worker(
+    tuner: Any,
+    n_trials: int,
+    *,
+    timeout: float | None = None,
+    poll_interval: float = 1.0,
+    name: str = "worker",
+    max_consecutive_failures: int | None = None,
+    check: bool = True,
+) -> int:
+    """Run trials of ``tuner``'s study in this process until it has ``n_trials`` finished ones.
+
+    Other workers may run on the same study at the same time. While the remaining trials are
+    all running elsewhere, the worker waits (checking every ``poll_interval`` seconds) so that
+    it can take over a dead worker's trial when its heartbeat goes stale; without a heartbeat
+    in the storage it stops instead.
+
+    Args:
+        tuner: a :class:`~lightning_tune.tuner.Tuner` (its storage is opened here).
+        n_trials: finished (COMPLETE + PRUNED) trials the study should have in the end.
+        timeout: seconds after which this worker starts no new trial.
+        poll_interval: seconds between checks while waiting for other workers.
+        name: shown in the worker's progress lines.
+        max_consecutive_failures: stop with a :class:`TooManyFailuresError` after this many
+            trials in a row failed with the same error type (FAIL trials do not count towards
+            ``n_trials``, so a broken module would fail trials forever); None: the tuner's
+            ``max_consecutive_failures``.
+        check: build trial 0's objects first (:meth:`~lightning_tune.tuner.Tuner.check_setup`).
+
+    Returns:
+        The number of trials this worker ran (any state).
+
+    Example:
+        >>> from lightning_tune import TimmClassifier
+        >>> from lightning_tune.tuner import Tuner
+        >>> tuner = Tuner(TimmClassifier, {"lr": {"type": "float", "low": 1e-3, "high": 1e-1}},
+        ...               module_kwargs={"model_name": "test_resnet"}, storage="memory")
+        >>> run_worker(tuner, n_trials=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `n_trials` must be an int >= 1, but got n_trials=0
+    """
+    check_int("n_trials", n_trials, minimum=1)
+    if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+        raise ValueError(f"`timeout` must be > 0 seconds or None, but got {timeout=!r}")
+    if getattr(tuner, "strategy", "sweep") == "pbt":  # the population defines the work
+        from lightning_tune.tuner.pbt.worker import run_pbt
+
+        return run_pbt(tuner, timeout=timeout, poll_interval=poll_interval, name=name)
+    check_optional(check_int, "max_consecutive_failures", max_consecutive_failures, minimum=1)
+    if check:
+        tuner.check_setup()
+    study = tuner.study if tuner.study is not None else tuner.create_study()
+    storage = tuner.open_storage()
+    recovery = tuner.recovery
+    deadline = None if timeout is None else time.monotonic() + timeout
+    streak = FailureStreak(max_consecutive_failures or tuner.max_consecutive_failures)
+    config_errors: list[Exception] = []
+    objective = _objective(tuner, study, n_trials, config_errors)
+    mine: list[optuna.trial.FrozenTrial] = []
+    callbacks = [
+        tuner.prune_checkpoints,
+        _Printer(name, list(tuner.monitors), tuner.quiet),
+        lambda _study, trial: mine.append(trial),
+    ]
+    ran = 0
+    told_waiting = False
+    with tuner.quiet_libraries(), storage_guard(tuner.storage_description):
+        while deadline is None or time.monotonic() < deadline:
+            if recovery is not None:
+                recover_stale_trials(study, storage, recovery)
+            trials = study.get_trials(deepcopy=False)
+            finished = sum(t.state in FINISHED for t in trials)
+            if finished >= n_trials:
+                break
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            if grid_slots_left(study, trials) == 0 and not waiting:
+                if not running or recovery is None:
+                    break  # the whole grid ran (a smaller grid than n_trials ends here)
+                time.sleep(poll_interval)  # the last configurations run elsewhere
+                continue
+            if not waiting and finished + running >= n_trials:
+                if recovery is None:
+                    break  # a dead worker's trial could never be detected: do not wait forever
+                if not told_waiting and not tuner.quiet:
+                    print(
+                        f"[{name}] waiting for {running} running trial(s); a trial whose worker "
+                        f"died is retried {recovery.grace} s after its last heartbeat",
+                        flush=True,
+                    )
+                    told_waiting = True
+                time.sleep(poll_interval)
+                continue
+            mine.clear()
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            ran += 1
+            if config_errors:  # every trial would fail the same way
+                raise config_errors[0]
+            for trial in mine:
+                streak.add(trial)
+    return ran
+
+
+class _Printer:
+    """Study callback: one line per trial of this worker."""
+
+    def __init__(self, name: str, monitor: list[str], quiet: bool) -> None:
+        self.name, self.monitor, self.quiet = name, monitor, quiet
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.quiet:
+            return
+        detail = (
+            format_values(trial, self.monitor)
+            if trial.values
+            else trial.user_attrs.get("prune_reason") or trial.user_attrs.get("fail_reason", "")
+        )
+        print(f"[{self.name}] trial {trial.number} {trial.state.name} {detail}", flush=True)
