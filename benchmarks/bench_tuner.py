@@ -109,7 +109,28 @@ def search_settings(arm: str, seed: int) -> dict[str, Any]:
     return {"search_space": SPACE, "sampler": optuna.samplers.RandomSampler(seed=seed)}
 
 
+class FinalValidationGuard(optuna.pruners.BasePruner):
+    """The baseline's pruner with lightning_tune's rule: never prune at the last validation.
+
+    lightning_tune lets a trial that used its whole budget complete (pruning it would save
+    nothing and drop a fully trained configuration from the ranking); optuna-integration's
+    callback asks the pruner at every validation. With this guard the baseline runs the same
+    pruning rule, so both arms can be compared decision by decision.
+    """
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, last_step: int) -> None:
+        self.pruner, self.last_step = pruner, last_step
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is not None and step >= self.last_step:
+            return False
+        return self.pruner.prune(study, trial)
+
+
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    if name.startswith("oi-"):
+        return FinalValidationGuard(make_pruner(name[3:], max_epochs), max_epochs - 1)
     if name.endswith("median"):
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     if name.endswith("hyperband"):
