@@ -2,77 +2,45 @@
 
 from __future__ import annotations
 
-import copy
-import inspect
 import json
 import logging
-import math
 import pathlib
-import shutil
-import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import dataclass, field
-from types import ModuleType
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
-import pandas as pd
-import torch
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from lightning_tune._compat import check_lightning, common_namespace
 from lightning_tune._lightning import NAMESPACES, classes
 from lightning_tune._validation import check_bool, check_choice, check_int, check_optional
+from lightning_tune.tuner.building import TrialBuilding, _json_safe
 from lightning_tune.tuner.diagnosis import (
-    diagnostics_callback,
     diagnostics_kwargs,
-    prune_by_diagnosis,
 )
-from lightning_tune.tuner.distributed import DistributedOptunaPruning
 from lightning_tune.tuner.factories import make_pruner, make_sampler
 from lightning_tune.tuner.failfast import (
     FailureStreak,
     TooManyFailuresError,
     accepted_kwargs,
-    check_setup,
-    fresh,
-    mark_read,
-    write_error_log,
 )
 from lightning_tune.tuner.grid import announce_grid
-from lightning_tune.tuner.identity import (
-    IDENTITY_ATTR,
-    StudyIdentityError,
-    identity_diff,
-    study_identity,
-)
 from lightning_tune.tuner.loop import run_worker
-from lightning_tune.tuner.objectives import ObjectiveMetrics, Objectives
+from lightning_tune.tuner.objectives import Objectives
 from lightning_tune.tuner.pruning import MetricNotFoundError
-from lightning_tune.tuner.recovery import Recovery, lease
 from lightning_tune.tuner.report import (
     format_trial_line,
-    objective_names,
-    pareto_front,
     save_report,
-    summary_table,
     trial_params,
-    trials_frame,
 )
+from lightning_tune.tuner.result import TuneResult
 from lightning_tune.tuner.space import SearchSpace
-from lightning_tune.tuner.storage import (
-    check_storage,
-    describe_storage,
-    heartbeat_settings,
-    mask_url,
-    resolve_storage,
-)
 from lightning_tune.tuner.storage_files import storage_guard
-from lightning_tune.tuner.trial_loggers import build_trial_loggers, check_loggers
+from lightning_tune.tuner.studies import StudyHandling
+from lightning_tune.tuner.trials import TrialRunning
 
 __all__ = ["TuneResult", "Tuner"]
 
@@ -121,48 +89,6 @@ _TRAINER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _check_kwargs(cls: type, kwargs: Mapping[str, Any], argument: str) -> None:
-    accepted = accepted_kwargs(cls)
-    if accepted is None:
-        return
-    unknown = sorted(set(kwargs) - accepted)
-    if unknown:
-        raise ValueError(
-            f"`{argument}` has arguments {unknown} that {cls.__name__} does not take; it "
-            f"accepts {sorted(accepted)}"
-        )
-
-
-def _lightning_parts(module: Any, datamodule: Any, callbacks: Any) -> dict[str, Any]:
-    """The Lightning classes/objects among a run's sources, by argument name (factories and
-    None skipped): what decides which package's Trainer runs the trials."""
-    found: dict[str, Any] = {}
-    if inspect.isclass(module):
-        found["module"] = check_lightning(module, "module", "module")
-    if datamodule is not None and (
-        inspect.isclass(datamodule)
-        or isinstance(datamodule, _DATAMODULES)
-        or not callable(datamodule)
-    ):
-        found["datamodule"] = check_lightning(datamodule, "datamodule", "datamodule")
-    if callbacks is not None and not callable(callbacks):
-        for i, item in enumerate(callbacks):
-            if isinstance(item, _CALLBACKS) or inspect.isclass(item) or not callable(item):
-                found[f"callbacks[{i}]"] = check_lightning(item, f"callbacks[{i}]", "callback")
-    return found
-
-
-def _validations_per_trial(max_epochs: int, trainer_kwargs: Mapping[str, Any]) -> int | None:
-    """How many validations a full trial runs, when the Trainer settings make it plain."""
-    every = trainer_kwargs.get("check_val_every_n_epoch", 1)
-    interval = trainer_kwargs.get("val_check_interval", 1.0)
-    if not isinstance(every, int) or every < 1:
-        return None
-    if isinstance(interval, float) and 0 < interval <= 1:
-        return max(1, max_epochs // every) * max(1, int(1 / interval + 1e-9))
-    return None
-
-
 def _check_budget(n_trials: int | None, timeout: float | None) -> None:
     if n_trials is None and timeout is None:
         raise ValueError("give `n_trials` and/or `timeout`, so that the sweep ends")
@@ -174,91 +100,6 @@ def _check_budget(n_trials: int | None, timeout: float | None) -> None:
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
     ):
         raise ValueError(f"`timeout` must be > 0 seconds, but got {timeout=!r}")
-
-
-def _json_safe(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: v if isinstance(v, (type(None), bool, int, float, str)) else repr(v)
-        for k, v in params.items()
-    }
-
-
-@dataclass
-class TuneResult:
-    """What a sweep found: best params/value/checkpoint, all trials, optional test metrics.
-
-    Attributes:
-        study: the Optuna study (all state lives in its storage).
-        study_dir: the study's output directory (trial logs, checkpoints, report).
-        monitor: the optimized metric.
-        test_metrics: metrics of the best configuration on the test split, if evaluated.
-        report_files: files written by the report (CSV, summary, plots).
-
-    Example:
-        >>> import pathlib
-        >>> study = optuna.create_study()
-        >>> study.optimize(lambda t: t.suggest_float("lr", 0, 1), n_trials=3)
-        >>> result = TuneResult(study=study, study_dir=pathlib.Path("."), monitor="val_loss")
-        >>> result.best_value == min(t.value for t in study.trials), len(result.trials)
-        (True, 3)
-    """
-
-    study: optuna.Study
-    study_dir: pathlib.Path
-    monitor: str = "val_loss"
-    test_metrics: dict[str, float] | None = None
-    report_files: dict[str, pathlib.Path] = field(default_factory=dict)
-
-    @property
-    def best_trials(self) -> list[FrozenTrial]:
-        """The Pareto front: completed trials no other trial beats on every objective, ordered
-        by the first objective (one trial for a single objective)."""
-        return pareto_front(self.study)
-
-    @property
-    def best_trial(self) -> FrozenTrial:
-        """The best completed trial (``ValueError`` if none completed, or for several
-        objectives, which have a front of best trials instead)."""
-        if len(self.study.directions) > 1:
-            names = objective_names(self.study)
-            raise ValueError(
-                f"study {self.study.study_name!r} has {len(names)} objectives {names}: there "
-                "is no single best trial; see `best_trials` (the Pareto front)"
-            )
-        try:
-            return self.study.best_trial
-        except ValueError:
-            raise ValueError(
-                f"study {self.study.study_name!r} has no completed trial yet "
-                f"({len(self.study.trials)} trials: see `trials`)"
-            ) from None
-
-    @property
-    def best_params(self) -> dict[str, Any]:
-        """Hyperparameters of the best trial, fixed values included."""
-        return trial_params(self.best_trial)
-
-    @property
-    def best_value(self) -> float:
-        """The best trial's objective value."""
-        value = self.best_trial.value
-        assert value is not None
-        return float(value)
-
-    @property
-    def best_checkpoint(self) -> pathlib.Path | None:
-        """The best trial's checkpoint, if it was kept."""
-        path = self.best_trial.user_attrs.get("checkpoint")
-        return pathlib.Path(path) if path and pathlib.Path(path).exists() else None
-
-    @property
-    def trials(self) -> pd.DataFrame:
-        """A DataFrame of all trials (see :func:`~lightning_tune.tuner.report.trials_frame`)."""
-        return trials_frame(self.study)
-
-    def summary(self, top: int = 10) -> str:
-        """The terminal summary table."""
-        return summary_table(self.study, monitor=self.monitor, top=top)
 
 
 class _Progress:
@@ -289,7 +130,7 @@ class _Progress:
             self.bar.close()
 
 
-class Tuner:
+class Tuner(TrialBuilding, StudyHandling, TrialRunning):
     """Hyperparameter sweeps over a LightningModule with Optuna, median or Hyperband pruning.
 
     Each trial samples hyperparameters from ``search_space``, seeds everything with
@@ -427,100 +268,49 @@ class Tuner:
         max_consecutive_failures: int | None = 3,
         resume: Literal["check", "force", "new"] = "check",
     ) -> None:
-        # -- what to build
-        if isinstance(module, torch.nn.Module):
-            raise TypeError(
-                f"`module` must be a LightningModule class or a function params -> module, but "
-                f"got an instance of {type(module).__name__}: pass the class (and its fixed "
-                "arguments as `module_kwargs`), so that each trial builds a fresh module"
-            )
-        if not inspect.isclass(module) and not callable(module):
-            raise TypeError(
-                "`module` must be a LightningModule class or a function params -> module, but "
-                f"got {type(module).__name__}"
-            )
-        self.module = module
-        self.module_kwargs = dict(module_kwargs or {})
-        if inspect.isclass(module):
-            _check_kwargs(module, self.module_kwargs, "module_kwargs")
-        elif self.module_kwargs:
-            raise ValueError("`module_kwargs` can only be used with a module class")
-        self.datamodule = datamodule
-        self.datamodule_kwargs = dict(datamodule_kwargs or {})
-        if inspect.isclass(datamodule):
-            _check_kwargs(datamodule, self.datamodule_kwargs, "datamodule_kwargs")
-        elif self.datamodule_kwargs:
-            raise ValueError("`datamodule_kwargs` can only be used with a datamodule class")
-        if (
-            callbacks is not None
-            and not callable(callbacks)
-            and (isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Sequence))
-        ):
-            raise TypeError(
-                "`callbacks` must be a list of callbacks / functions params -> callback, or "
-                f"a function params -> list, but got {type(callbacks).__name__}"
-            )
-        # Which Lightning package's Trainer runs the trials: mixing the two fails now.
-        common_namespace(_lightning_parts(module, datamodule, callbacks))
-        self.callbacks = callbacks
+        self._set_sources(module, module_kwargs, datamodule, datamodule_kwargs, callbacks)
         self.search_space = SearchSpace.coerce(search_space)
         self._check_params_consumed()
-
         # -- what to optimize (several metrics: a multi-objective study)
         self.objectives = Objectives.parse(monitor, direction)
-        if objective not in _OBJECTIVES:
-            raise ValueError(
-                f"`objective` must be one of {list(_OBJECTIVES)}, but got {objective=!r}"
-            )
-        if on_nonfinite not in ("prune", "fail"):
-            raise ValueError(f"`on_nonfinite` must be 'prune' or 'fail', but got {on_nonfinite=!r}")
         # The first metric is the one pruning, checkpoints and progress lines follow.
         self.monitor = self.objectives.monitors[0]
         self.direction = self.objectives.directions[0]
         self.monitors = self.objectives.monitors
-        self.objective_mode = objective
-        self.on_nonfinite = on_nonfinite
-
-        # -- how to train
-        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
-            raise ValueError(f"`max_epochs` must be an int >= 1, but got {max_epochs=!r}")
-        self.max_epochs = max_epochs
-        self.trainer_kwargs = dict(trainer_kwargs or {})
-        _check_kwargs(NAMESPACES[0].Trainer, self.trainer_kwargs, "trainer_kwargs")
-        owned = sorted(set(self.trainer_kwargs) & set(_OWNED_TRAINER_KEYS))
-        if owned:
-            raise ValueError(
-                f"`trainer_kwargs` must not set {owned}: the tuner sets them for each trial "
-                "(use `max_epochs`, `callbacks`, `loggers`, `keep_checkpoints`, `output_dir`)"
-            )
-        if (
-            isinstance(keep_checkpoints, bool)
-            or not isinstance(keep_checkpoints, int)
-            or keep_checkpoints < 0
-        ):
-            raise ValueError(
-                f"`keep_checkpoints` must be an int >= 0, but got {keep_checkpoints=!r}"
-            )
-        self.keep_checkpoints = keep_checkpoints
-        self.loggers = check_loggers(loggers)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"`seed` must be an int, but got {seed!r}")
-        self.seed = seed
+        self.objective_mode = check_choice("objective", objective, _OBJECTIVES)
+        self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ("prune", "fail"))
+        self._set_training(max_epochs, trainer_kwargs, keep_checkpoints, loggers, seed)
         self.quiet = quiet
+        self._set_search(strategy, pruner, pruner_kwargs, sampler, sampler_kwargs, pbt)
+        self._set_study(
+            study_name, output_dir, storage, heartbeat_interval, grace_period, max_retry
+        )
+        self.preflight = check_bool("preflight", preflight)
+        self.max_consecutive_failures = check_optional(
+            check_int, "max_consecutive_failures", max_consecutive_failures, minimum=1
+        )
+        self.resume = check_choice("resume", resume, _RESUME)
+        self._checked = False
+        self.diagnostics = diagnostics_kwargs(diagnostics)
 
-        # -- where and how to search (checked now, built again per study)
+    def _set_search(
+        self,
+        strategy: str,
+        pruner: Any,
+        pruner_kwargs: Mapping[str, Any] | None,
+        sampler: Any,
+        sampler_kwargs: Mapping[str, Any] | None,
+        pbt: Any,
+    ) -> None:
+        """Where and how to search: checked now, built again per study."""
         self.pruner_kwargs = dict(pruner_kwargs or {})
         self.sampler_kwargs = dict(sampler_kwargs or {})
-        if strategy not in _STRATEGIES:
-            raise ValueError(
-                f"`strategy` must be one of {list(_STRATEGIES)}, but got {strategy=!r}"
-            )
+        self.strategy = check_choice("strategy", strategy, _STRATEGIES)
         if isinstance(pruner, str) and pruner == "auto":
             pruner = "none" if strategy == "pbt" or self.objectives.multi else "hyperband"
         pruner = self.objectives.resolve_pruner(pruner)
         self.objectives.check_sampler(sampler)
         self.pruner = make_pruner(pruner, self.pruner_kwargs, max_resource=self.max_resource)
-        self.strategy = strategy
         self.pbt_plan = None
         if strategy == "pbt":
             from lightning_tune.tuner.pbt.reach import check_pbt
@@ -530,517 +320,11 @@ class Tuner:
                     f"strategy='pbt' ranks members by one metric, but monitor="
                     f"{list(self.monitors)} has {len(self.monitors)}; give one `monitor`"
                 )
-
             self.pbt_plan = check_pbt(self, pbt)
         elif pbt is not None:
             raise ValueError("`pbt` options need strategy='pbt', but got strategy='sweep'")
         self._sampler_source = sampler
-        make_sampler(sampler, self.sampler_kwargs, seed=seed, search_space=self.search_space)
-        if not isinstance(study_name, str) or not study_name or "/" in study_name:
-            raise ValueError(
-                f"`study_name` must be a non-empty name without '/', but got {study_name!r}"
-            )
-        self.study_name = study_name
-        self.output_dir = pathlib.Path(output_dir)
-        self.study_dir = self.output_dir / study_name
-        self._storage_source = storage
-        check_storage(storage)  # a malformed URL fails now; nothing is opened or created
-        # Crash recovery for the default storage (the study's SQLite file): checked now.
-        check_storage(
-            None,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            max_retry=max_retry,
-        )
-        self.heartbeat_interval = heartbeat_interval
-        self.grace_period = grace_period
-        self.max_retry = max_retry
-        self.preflight = check_bool("preflight", preflight)
-        self.max_consecutive_failures = check_optional(
-            check_int, "max_consecutive_failures", max_consecutive_failures, minimum=1
-        )
-        self.resume = check_choice("resume", resume, _RESUME)
-        self._checked = False
-        self._storage: optuna.storages.BaseStorage | None = None
-        self.study: optuna.Study | None = None
-        self.diagnostics = diagnostics_kwargs(diagnostics)
-
-    # ------------------------------------------------------------------------------ building
-    @property
-    def max_resource(self) -> int | None:
-        """Validations in a full trial (Hyperband's default ``max_resource``), if plain."""
-        return _validations_per_trial(self.max_epochs, self.trainer_kwargs)
-
-    def _check_params_consumed(self) -> None:
-        """With classes only, a sampled name that no class takes is a typo: say so now."""
-        specs = self.search_space.specs
-        if specs is None or not inspect.isclass(self.module):
-            return
-        takers: list[set[str] | None] = [accepted_kwargs(self.module)]
-        if inspect.isclass(self.datamodule):
-            takers.append(accepted_kwargs(self.datamodule))
-        elif callable(self.datamodule) and not isinstance(self.datamodule, _DATAMODULES):
-            return
-        if callable(self.callbacks) or any(
-            not isinstance(c, _CALLBACKS) for c in (self.callbacks or ())
-        ):
-            return  # a callback factory may take any name
-        if any(t is None for t in takers):
-            return
-        accepted = set().union(*takers)  # type: ignore[arg-type]
-        unused = sorted(set(specs) - accepted)
-        if unused:
-            names = [self.module.__name__] + (
-                [self.datamodule.__name__] if inspect.isclass(self.datamodule) else []
-            )
-            raise ValueError(
-                f"search space parameters {unused} are not arguments of {' or '.join(names)}, "
-                "and no callback function receives them; accepted names: "
-                f"{sorted(accepted)}"
-            )
-
-    @staticmethod
-    def _from_class(cls: type, fixed: Mapping[str, Any], params: Params) -> Any:
-        accepted = accepted_kwargs(cls)
-        names = [k for k in dict.keys(params) if accepted is None or k in accepted]
-        mark_read(params, names)
-        return cls(**{**fixed, **{k: dict.__getitem__(params, k) for k in names}})
-
-    def build_datamodule(self, params: Params) -> pl.LightningDataModule | None:
-        """The datamodule for a trial's hyperparameters."""
-        source = self.datamodule
-        if source is None or isinstance(source, _DATAMODULES):
-            return source
-        dm = (
-            self._from_class(source, self.datamodule_kwargs, params)
-            if inspect.isclass(source)
-            else source(fresh(params))
-        )
-        check_lightning(dm, "datamodule(params)", "datamodule")
-        return dm
-
-    def build_module(self, params: Params, datamodule: Any = None) -> pl.LightningModule:
-        """The LightningModule for a trial's hyperparameters."""
-        if inspect.isclass(self.module):
-            fixed = dict(self.module_kwargs)
-            accepted = accepted_kwargs(self.module)
-            if (
-                "num_classes" not in fixed
-                and "num_classes" not in params
-                and (accepted is None or "num_classes" in accepted)
-                and isinstance(getattr(datamodule, "num_classes", None), int)
-            ):
-                fixed["num_classes"] = datamodule.num_classes
-            module = self._from_class(self.module, fixed, params)
-        else:
-            module = self.module(fresh(params))
-        check_lightning(module, "module(params)", "module")
-        return module
-
-    def build_callbacks(self, params: Params) -> list[pl.Callback]:
-        """The user's callbacks for a trial's hyperparameters (fresh objects every trial)."""
-        if self.callbacks is None:
-            return []
-        if callable(self.callbacks):
-            built = list(self.callbacks(fresh(params)))
-        else:
-            built = [
-                copy.deepcopy(c) if isinstance(c, _CALLBACKS) else c(fresh(params))
-                for c in self.callbacks
-            ]
-        for i, callback in enumerate(built):
-            check_lightning(callback, f"callbacks(params)[{i}]", "callback")
-        return built
-
-    def pruning_callback(self, trial: optuna.Trial) -> DistributedOptunaPruning:
-        """The callback that reports a trial's metric (DDP-aware: rank 0 decides, all ranks
-        stop together, one report per step)."""
-        return DistributedOptunaPruning(trial, monitor=self.monitor, on_nonfinite=self.on_nonfinite)
-
-    def make_trainer(
-        self,
-        callbacks: Sequence[pl.Callback],
-        *,
-        root: str | pathlib.Path,
-        namespace: Any = None,
-        **overrides: Any,
-    ) -> pl.Trainer:
-        """A trial's Trainer with ``callbacks``, the tuner's Trainer settings and ``overrides``,
-        from the Lightning package ``namespace`` (default: the first installed)."""
-        return (namespace or NAMESPACES[0]).Trainer(
-            **{
-                **_TRAINER_DEFAULTS,
-                "logger": False,
-                "enable_checkpointing": False,
-                **self.trainer_kwargs,
-                "max_epochs": self.max_epochs,
-                "default_root_dir": str(root),
-                **overrides,
-                "callbacks": list(callbacks),
-            }
-        )
-
-    def check_setup(self, run_batches: bool | None = None) -> None:
-        """Fail fast: build trial 0's module, datamodule, callbacks and Trainer (and, with
-        ``run_batches`` (default: ``preflight``), fit one training and one validation batch)
-        before any trial is written; check that every searched name is read by something.
-        Runs once per Tuner; :meth:`run` and :meth:`optimize` call it.
-
-        Raises:
-            ConfigurationError: with the step that failed and the original error.
-        """
-        if self._checked:
-            return
-        check_setup(self, self.preflight if run_batches is None else run_batches)
-        self._checked = True
-
-    def trial_dir(self, number: int) -> pathlib.Path:
-        """Logs and checkpoints of trial ``number``."""
-        return self.study_dir / "trials" / f"trial_{number:04d}"
-
-    @staticmethod
-    def trial_namespace(module: Any, datamodule: Any, callbacks: Sequence[Any]) -> ModuleType:
-        """The Lightning package (``pytorch_lightning`` or ``lightning.pytorch``) whose Trainer
-        runs these objects: the one the user's classes come from, or, when all of them are
-        lightning_tune's own (which work with both), the first installed of the two.
-        ``TypeError`` if they mix the two packages."""
-        found = {"module": check_lightning(module, "module", "module")}
-        if datamodule is not None:
-            found["datamodule"] = check_lightning(datamodule, "datamodule", "datamodule")
-        for i, callback in enumerate(callbacks):
-            found[f"callbacks[{i}]"] = check_lightning(callback, f"callbacks[{i}]", "callback")
-        return common_namespace(found)
-
-    def _trial_loggers(
-        self, number: int, pl: ModuleType, params: Params | None = None
-    ) -> list[Any]:
-        return build_trial_loggers(
-            self.loggers,
-            params=params or {},
-            study_name=self.study_name,
-            number=number,
-            study_dir=self.study_dir,
-            namespace=pl,
-        )
-
-    # ------------------------------------------------------------------------------- study
-    @property
-    def storage_source(self) -> str | optuna.storages.BaseStorage | None:
-        """The ``storage`` argument as given (None: the study's SQLite file)."""
-        return self._storage_source
-
-    def with_storage(self, storage: optuna.storages.BaseStorage | None) -> Tuner:
-        """A shallow copy of this tuner that uses ``storage`` and has no study loaded yet.
-
-        With ``storage=None`` the copy keeps this tuner's storage source but holds no open
-        storage, so it can be pickled and sent to another process, which opens its own.
-        """
-        clone = copy.copy(self)
-        clone._storage = storage
-        if storage is not None:
-            clone._storage_source = storage
-        clone.study = None
-        return clone
-
-    def open_storage(self) -> optuna.storages.BaseStorage:
-        """The study's storage, opened once per Tuner (so an in-memory study survives several
-        ``run`` calls). A SQLite file or database URL gets Optuna's heartbeat (see
-        ``heartbeat_interval``); a journal file recovers through a lease instead.
-
-        Raises:
-            ConnectionError: the database cannot be opened (message without the password).
-            ImportError: the database driver is not installed.
-        """
-        if self._storage is not None:
-            return self._storage
-        heartbeat = heartbeat_settings(
-            self._storage_source, self.heartbeat_interval, self.grace_period, self.max_retry
-        )
-        storage = resolve_storage(self._storage_source, self.study_dir, **heartbeat)
-        if isinstance(storage, optuna.storages.BaseStorage):
-            self._storage = storage
-            return storage
-        try:
-            self._storage = optuna.storages.get_storage(storage)
-            return self._storage
-        except Exception as err:  # sqlalchemy/driver errors: say which storage, hide passwords
-            raise ValueError(
-                f"cannot open storage {mask_url(storage)!r}: {type(err).__name__}: {err}"
-            ) from err
-
-    @property
-    def recovery(self) -> Recovery | None:
-        """How the trials of dead workers are found in this tuner's storage (None: they are
-        not, because recovery is off or the storage is in memory)."""
-        return Recovery.for_storage(
-            self.open_storage(), self.heartbeat_interval, self.grace_period, self.max_retry
-        )
-
-    @property
-    def storage_description(self) -> str:
-        """Where the study lives, passwords hidden."""
-        if self._storage is not None:
-            return describe_storage(self._storage)
-        source = self._storage_source
-        if source is None:
-            return f"sqlite:///{(self.study_dir / 'study.db').resolve()}"
-        if isinstance(source, str):
-            return "memory" if source in ("memory", ":memory:") else mask_url(source)
-        return type(source).__name__
-
-    @property
-    def dashboard_command(self) -> str | None:
-        """The ``lightning-tune dashboard`` command that opens this study (None in memory)."""
-        if self._storage_source is None:
-            return f"lightning-tune dashboard {self.study_dir}"
-        where = self.storage_description
-        return (
-            None if where == "memory" or "://" not in where else f"lightning-tune dashboard {where}"
-        )
-
-    def create_study(self) -> optuna.Study:
-        """Create the study, or load it if it exists (checking that it was created with the same
-        settings: see ``resume`` and :mod:`~lightning_tune.tuner.identity`).
-
-        Nothing is written to an existing study before the check passes. The sampler is seeded
-        with ``seed + number of existing trials`` so that a continued study does not replay the
-        configurations it already tried.
-        """
-        self.study_dir.mkdir(parents=True, exist_ok=True)
-        storage = self.open_storage()
-        n_existing = 0
-        identity = study_identity(self)
-        write_identity = True
-        try:
-            existing = optuna.load_study(study_name=self.study_name, storage=storage)
-        except KeyError:
-            existing = None
-        if existing is not None:
-            directions = [d.name.lower() for d in existing.directions]
-            if directions != list(self.objectives.directions):
-                asked = list(self.objectives.directions)
-                raise ValueError(
-                    f"study {self.study_name!r} already exists with direction(s) {directions}, "
-                    f"but direction={asked[0] if len(asked) == 1 else asked!r} was asked; use "
-                    "another `study_name` or the same direction (the existing study was not "
-                    "changed)"
-                )
-            existing_trials = existing.get_trials(deepcopy=False)
-            write_identity = self._check_identity(existing, existing_trials, identity)
-            n_existing = len(existing_trials)
-        # A grid is shuffled by the seed: every process and run must use the same one.
-        offset = 0 if self._sampler_source == "grid" else n_existing
-        sampler = make_sampler(
-            self._sampler_source,
-            self.sampler_kwargs,
-            seed=self.seed + offset,
-            search_space=self.search_space,
-        )
-        self.study = optuna.create_study(
-            storage=storage,
-            study_name=self.study_name,
-            directions=list(self.objectives.directions),
-            sampler=sampler,
-            pruner=self.pruner,
-            load_if_exists=True,
-        )
-        if write_identity:
-            self.study.set_user_attr(IDENTITY_ATTR, identity)
-            self.study.set_user_attr("monitor", self.monitor)
-            self.study.set_user_attr("monitors", list(self.monitors))
-        if self.strategy == "pbt":  # round 0 is enqueued once, before any worker starts
-            from lightning_tune.tuner.pbt.worker import seed_population
-
-            seed_population(self, self.study)
-        return self.study
-
-    def _check_identity(
-        self, study: optuna.Study, trials: Sequence[FrozenTrial], identity: dict[str, Any]
-    ) -> bool:
-        """Refuse to continue ``study`` with other settings; return whether to (re)write the
-        identity (a study from before identities were stored, or ``resume="force"``)."""
-        if self.resume == "new":
-            raise StudyIdentityError(
-                f"study {self.study_name!r} already exists in {self.storage_description}; a new "
-                "study needs a name that is not taken (nothing was written)"
-            )
-        stored = study.user_attrs.get(IDENTITY_ATTR)
-        if self.resume == "force":
-            self._check_space_matches(trials)  # what Optuna itself cannot continue
-            return stored != identity
-        if stored is None:  # created before identities were stored: what it has must match
-            monitor = study.user_attrs.get("monitor")
-            changes = (
-                []
-                if monitor in (None, self.monitor)
-                else [f"monitor: {monitor!r} -> {self.monitor!r}"]
-            )
-            self._check_space_matches(trials)
-        else:
-            changes = identity_diff(stored, identity)
-        if changes:
-            raise StudyIdentityError(
-                f"study {self.study_name!r} was created with other settings, so its trials "
-                f"would not compare with new ones: {'; '.join(changes)}. Start a new study "
-                "(`--new-study NAME`, or another `study_name`) or continue this one with the "
-                "new settings on purpose (`--force-resume`, resume='force'); nothing was written"
-            )
-        return stored is None
-
-    def _check_space_matches(self, trials: Sequence[FrozenTrial]) -> None:
-        """Refuse a search space whose distributions clash with those the study already has
-        (Optuna would only fail inside the next trial, leaving a FAIL trial behind)."""
-        space = self.search_space.distributions()
-        for trial in trials:
-            for name, old in trial.distributions.items():
-                if name not in space:
-                    continue
-                try:
-                    optuna.distributions.check_distribution_compatibility(old, space[name])
-                except ValueError as err:
-                    raise ValueError(
-                        f"search space `{name}` is {space[name]}, but study "
-                        f"{self.study_name!r} already sampled it from {old} ({err}); use "
-                        "another `study_name` for a different space (the existing study was "
-                        "not changed)"
-                    ) from None
-            space = {k: v for k, v in space.items() if k not in trial.distributions}
-            if not space:
-                return
-
-    # ---------------------------------------------------------------------------- one trial
-    def objective(self, trial: optuna.Trial) -> float:
-        """Run one trial: sample, seed, build, fit with pruning, record. Returns its value.
-
-        A trial that raises (an error in the module, a NaN metric with ``on_nonfinite="fail"``)
-        gets the error in its ``fail_reason`` user attribute before the exception propagates.
-        """
-        recovery = self.recovery
-        renewing = (
-            lease(trial.study, self.open_storage(), trial.number, recovery.heartbeat_interval)
-            if recovery is not None and recovery.mode == "lease"
-            else nullcontext()
-        )
-        try:
-            with renewing:
-                return self._run_trial(trial)
-        except optuna.TrialPruned:
-            raise
-        except Exception as err:
-            if "fail_reason" not in trial.user_attrs:
-                reason = " ".join(f"{type(err).__name__}: {err}".split())
-                trial.set_user_attr("fail_reason", reason[:4000])
-            log = write_error_log(self.trial_dir(trial.number), err)
-            if log is not None:
-                trial.set_user_attr("error_log", str(log))
-            raise
-
-    def _run_trial(self, trial: optuna.Trial) -> float:
-        start = time.perf_counter()
-        params = self.search_space.suggest(trial)
-        trial.set_user_attr("params", _json_safe(params))
-        NAMESPACES[0].seed_everything(self.seed + trial.number, workers=True, verbose=False)
-        datamodule = self.build_datamodule(params)
-        module = self.build_module(params, datamodule)
-        user_callbacks = self.build_callbacks(params)
-        pl = self.trial_namespace(module, datamodule, user_callbacks)
-        trial_dir = self.trial_dir(trial.number)
-        if trial_dir.exists():  # an in-memory study run again: trial numbers restart
-            shutil.rmtree(trial_dir)
-        pruning = self.pruning_callback(trial)
-        recorder = ObjectiveMetrics(self.monitors) if self.objectives.multi else None
-        callbacks = [*user_callbacks, pruning, *([recorder] if recorder else [])]
-        diagnosis = None if self.diagnostics is None else diagnostics_callback(self.diagnostics)
-        if diagnosis is not None:
-            callbacks.append(diagnosis)
-        checkpoint = None
-        if self.keep_checkpoints > 0:
-            checkpoint = pl.callbacks.ModelCheckpoint(
-                dirpath=trial_dir / "checkpoints",
-                filename="best",
-                monitor=self.monitor,
-                mode="min" if self.direction == "minimize" else "max",
-                save_top_k=1,
-                enable_version_counter=False,
-            )
-            callbacks.append(checkpoint)
-        loggers = self._trial_loggers(trial.number, pl, params)
-        trainer = self.make_trainer(
-            callbacks,
-            root=trial_dir,
-            namespace=pl,
-            logger=loggers or False,
-            enable_checkpointing=checkpoint is not None,
-        )
-        trial.set_user_attr("log_dir", str(trial_dir))
-        trial.set_user_attr("lightning", pl.__name__)
-        fit_start = time.perf_counter()
-        try:
-            if datamodule is None:
-                trainer.fit(module)
-            else:
-                trainer.fit(module, datamodule=datamodule)
-        except BaseException:
-            shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
-            raise
-        pruning.sync_from_storage()  # ddp_spawn trained in child processes (issue 7)
-        trial.set_user_attr("fit_seconds", time.perf_counter() - fit_start)
-        trial.set_user_attr("epochs", int(trainer.current_epoch))
-        trial.set_user_attr("validations", pruning.validations)
-        if diagnosis is not None and diagnosis.errors:
-            shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
-            trial.set_user_attr("trial_seconds", time.perf_counter() - start)
-            prune_by_diagnosis(trial, diagnosis)
-        if pruning.status != "running":
-            key = "prune_reason" if pruning.pruned else "fail_reason"
-            trial.set_user_attr(key, pruning.reason)
-            shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
-            trial.set_user_attr("trial_seconds", time.perf_counter() - start)
-            pruning.check()
-        if not pruning.values:
-            raise ValueError(
-                f"trial {trial.number} ran no validation, so {self.monitor!r} was never "
-                "reported: check `limit_val_batches`, `check_val_every_n_epoch` and the "
-                "validation dataloader"
-            )
-        value = self._trial_value(pruning.values, recorder)
-        if checkpoint is not None and checkpoint.best_model_path:
-            trial.set_user_attr(
-                "checkpoint", str(pathlib.Path(checkpoint.best_model_path).resolve())
-            )
-        trial.set_user_attr("trial_seconds", time.perf_counter() - start)
-        return value
-
-    def _trial_value(
-        self, values: Sequence[float], recorder: ObjectiveMetrics | None
-    ) -> float | list[float]:
-        """The best or last reported value; with several objectives, all from one validation."""
-        if recorder is not None:
-            return self.objectives.values(recorder.rows, self.objective_mode)
-        if self.objective_mode == "last":
-            return float(values[-1])
-        return float((min if self.direction == "minimize" else max)(values))
-
-    def prune_checkpoints(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Study callback: keep the checkpoints of the ``keep_checkpoints`` best trials only."""
-        if self.keep_checkpoints == 0 or trial.state != TrialState.COMPLETE:
-            return
-        if self.objectives.multi:  # keep the Pareto front's checkpoints
-            front = {t.number for t in study.best_trials}
-            for old in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-                if old.number not in front and old.user_attrs.get("checkpoint"):
-                    pathlib.Path(old.user_attrs["checkpoint"]).unlink(missing_ok=True)
-            return
-        complete = [
-            t
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.value is not None and math.isfinite(t.value)
-        ]
-        complete.sort(key=lambda t: t.value, reverse=self.direction == "maximize")  # type: ignore[arg-type, return-value]
-        for old in complete[self.keep_checkpoints :]:
-            path = old.user_attrs.get("checkpoint")
-            if path:
-                pathlib.Path(path).unlink(missing_ok=True)
+        make_sampler(sampler, self.sampler_kwargs, seed=self.seed, search_space=self.search_space)
 
     # ------------------------------------------------------------------------------- loops
     @contextmanager
