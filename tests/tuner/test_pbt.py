@@ -203,6 +203,17 @@ def test_a_fixed_seed_on_one_worker_gives_the_same_run(tmp_path):
         assert runs[0][key][2] == runs[1][key][2]
 
 
+def test_round_0_is_what_a_sweep_with_the_same_sampler_and_seed_tries_first(tmp_path):
+    tuner = _tuner(tmp_path, callbacks=None, space=PLAIN, max_epochs=1, sampler="random",
+                   seed=5, pbt={"population": 3, "interval": 1})  # fmt: skip
+    study = tuner.run().study
+    sweep = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    expected = [tuner.search_space.suggest(sweep.ask()) for _ in range(3)]
+    round0 = {t.user_attrs["pbt"]["member"]: t.params for t in study.trials
+              if t.user_attrs["pbt"]["round"] == 0}  # fmt: skip
+    assert [round0[m] for m in range(3)] == expected
+
+
 def test_an_interval_in_validations_spans_the_trainers_validation_period(tmp_path):
     trainer = {**TRAINER, "check_val_every_n_epoch": 2}
     tuner = _tuner(tmp_path, callbacks=None, space=PLAIN, max_epochs=4, trainer_kwargs=trainer,

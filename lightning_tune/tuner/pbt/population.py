@@ -165,8 +165,13 @@ def _rng(seed: int, *parts: int) -> random.Random:
     return random.Random("/".join(str(p) for p in (seed, *parts)))
 
 
-def initial_plans(specs: dict[str, Any], config: PBTConfig, seed: int) -> list[Plan]:
-    """Round 0: every member's hyperparameters drawn at random from the space (seeded)."""
+def initial_plans(
+    specs: dict[str, Any], config: PBTConfig, seed: int, draws: list[dict[str, Any]] | None = None
+) -> list[Plan]:
+    """Round 0: every member's hyperparameters, from ``draws`` (one mapping per member, e.g.
+    the tuner's sampler's first proposals) or drawn at random from the space (seeded)."""
+    if draws is not None:
+        return [Plan(m, 0, {n: draws[m][n] for n in specs}, None) for m in range(config.population)]
     rng = _rng(seed, "init")
     return [
         Plan(m, 0, {n: resample(spec, rng) for n, spec in specs.items()}, None)

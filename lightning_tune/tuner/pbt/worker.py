@@ -30,6 +30,7 @@ import optuna
 from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState
 
+from lightning_tune.tuner.factories import make_sampler
 from lightning_tune.tuner.pbt.population import (
     ATTR,
     Population,
@@ -93,14 +94,32 @@ class _Run:
 
 
 def seed_population(tuner: Any, study: optuna.Study) -> None:
-    """Enqueue round 0 (random members, seeded with ``tuner.seed``) unless the study has it."""
+    """Enqueue round 0 unless the study has it: the members' hyperparameters are the first
+    ``population`` proposals of the tuner's sampler (seeded with ``tuner.seed``), the
+    configurations a sweep with the same sampler and seed would try first."""
     run = _Run(tuner)
     if run.read(study).started:
         return
     study.set_user_attr("strategy", "pbt")
     study.set_user_attr("pbt", run.config.as_dict())
     specs = {n: tuner.search_space.specs[n] for n in run.sampled}
-    run.enqueue(study, initial_plans(specs, run.config, tuner.seed))
+    draws = _sampler_draws(tuner, run.config.population)
+    run.enqueue(study, initial_plans(specs, run.config, tuner.seed, draws))
+
+
+def _sampler_draws(tuner: Any, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` proposals of the tuner's sampler, asked in a scratch in-memory study
+    (nothing is told back, so a model-based sampler proposes from its startup phase)."""
+    sampler = make_sampler(
+        tuner._sampler_source,
+        tuner.sampler_kwargs,
+        seed=tuner.seed,
+        search_space=tuner.search_space,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        draft = optuna.create_study(sampler=sampler, direction=tuner.direction)
+    return [tuner.search_space.suggest(draft.ask()) for _ in range(n)]
 
 
 def _claim(study: optuna.Study, storage: Any) -> tuple[optuna.Trial, int] | None:
