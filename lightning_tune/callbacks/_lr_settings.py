@@ -151,3 +151,33 @@ def check_total_steps(total_steps: Any) -> int | None:
     if total_steps is None:
         return None
     return check_int("total_steps", total_steps, minimum=1)
+
+
+def start_factor(start_lr: float | None, peak: float) -> float | None:
+    """The warmup's start as a fraction of ``peak`` for an absolute ``warmup_start_lr``."""
+    if start_lr is None:
+        return None
+    return start_lr / peak if peak else 0.0
+
+
+def check_start_lr(start_lr: float, peak: float, index: int) -> None:
+    """A warmup must rise: ``warmup_start_lr`` above a group's peak is refused."""
+    if start_lr > peak:
+        raise ValueError(
+            f"`warmup_start_lr={start_lr!r}` is above the peak LR of param group {index} "
+            f"({peak!r}), so the warmup would decay: lower `warmup_start_lr` (or use "
+            "`warmup_start_factor`, a fraction of each group's peak)"
+        )
+
+
+def group_momentum(group: dict[str, Any]) -> float:
+    """A param group's momentum: Adam's ``betas[0]`` or SGD's ``momentum``."""
+    return group["betas"][0] if "betas" in group else group["momentum"]
+
+
+def set_momentum(group: dict[str, Any], momentum: float) -> None:
+    """Set a param group's momentum (Adam's ``betas[0]`` or SGD's ``momentum``)."""
+    if "betas" in group:
+        group["betas"] = (momentum, *group["betas"][1:])
+    else:
+        group["momentum"] = momentum

@@ -17,9 +17,13 @@ from lightning_tune.callbacks._lr_settings import (
     check_lrs,
     check_momentum,
     check_optimizers,
+    check_start_lr,
     check_total_steps,
     check_warmup,
+    group_momentum,
     pick,
+    set_momentum,
+    start_factor,
 )
 from lightning_tune.callbacks._resume import warn_if_resume_skips_validation
 from lightning_tune.schedules import Schedule, warmup_factor
@@ -132,7 +136,7 @@ class LRSchedule(Callback):
         optimizers = check_optimizers(optimizers)
         if warmup_start_lr is not None and max_lr is not None:
             for j, peak in enumerate(max_lr if isinstance(max_lr, tuple) else (max_lr,)):
-                self._check_start_lr(float(warmup_start_lr), peak, j)
+                check_start_lr(float(warmup_start_lr), peak, j)
         self.warmup = warmup
         self.warmup_mode = warmup_mode
         self.warmup_start_factor = float(warmup_start_factor or 0.0)
@@ -275,7 +279,7 @@ class LRSchedule(Callback):
         """
         warmup, main_total = self.lengths(total_steps, steps_per_epoch)
         peak, schedule = self._plan_for(lr, group)
-        start = self._start_factor(peak)
+        start = start_factor(self.warmup_start_lr, peak)
         return [
             peak * self.factor(t, warmup, main_total, start, schedule) for t in range(total_steps)
         ]
@@ -284,22 +288,8 @@ class LRSchedule(Callback):
         """(peak LR, main schedule) of param group ``index`` whose ``initial_lr`` is given."""
         peak = float(initial_lr) if self.max_lr is None else pick(self.max_lr, "max_lr", index)
         if self.warmup_start_lr is not None:
-            self._check_start_lr(self.warmup_start_lr, peak, index)
+            check_start_lr(self.warmup_start_lr, peak, index)
         return peak, self.schedule.for_group(peak, index)
-
-    def _start_factor(self, peak: float) -> float | None:
-        if self.warmup_start_lr is None:
-            return None
-        return self.warmup_start_lr / peak if peak else 0.0
-
-    @staticmethod
-    def _check_start_lr(start_lr: float, peak: float, index: int) -> None:
-        if start_lr > peak:
-            raise ValueError(
-                f"`warmup_start_lr={start_lr!r}` is above the peak LR of param group {index} "
-                f"({peak!r}), so the warmup would decay: lower `warmup_start_lr` (or use "
-                "`warmup_start_factor`, a fraction of each group's peak)"
-            )
 
     @property
     def state_key(self) -> str:
@@ -536,16 +526,15 @@ class LRSchedule(Callback):
                     group["lr"] = peak * group.get("lr_scale", 1.0) * shared
                 continue
             for group, start, (peak, schedule) in zip(groups, self._starts[i], self._plans[i]):
-                f = self.factor(t, warmup, main_total, self._start_factor(peak), schedule)
+                f = self.factor(
+                    t, warmup, main_total, start_factor(self.warmup_start_lr, peak), schedule
+                )
                 own = group.get("warmup_steps")
                 if own and step - start < own:
                     f *= warmup_factor(step - start, own, group.get("warmup_start_factor", 0.0))
                 group["lr"] = peak * group.get("lr_scale", 1.0) * f
                 if momentum is not None:
-                    if "betas" in group:
-                        group["betas"] = (momentum, *group["betas"][1:])
-                    else:
-                        group["momentum"] = momentum
+                    set_momentum(group, momentum)
 
     def _log(self, trainer: pl.Trainer, step: int) -> None:
         metrics: dict[str, float] = {}
@@ -553,8 +542,6 @@ class LRSchedule(Callback):
             for name, group in zip(self._names[i], opt.param_groups):
                 metrics[f"lr/{name}"] = group["lr"]
                 if self.cycle_momentum:
-                    metrics[f"momentum/{name}"] = (
-                        group["betas"][0] if "betas" in group else group["momentum"]
-                    )
+                    metrics[f"momentum/{name}"] = group_momentum(group)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
