@@ -13,6 +13,7 @@ from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
 from lightning_tune._lightning import NAMESPACES, Callback, LightningEarlyStopping, classes
+from lightning_tune._validation import check_choice
 from lightning_tune.callbacks._resume import warn_if_resume_skips_validation
 
 if TYPE_CHECKING:
@@ -148,20 +149,10 @@ class EarlyStopping(LightningEarlyStopping):
         Callback.__init__(self)
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"`monitor` must be a non-empty metric name, but got {monitor=!r}")
-        if mode not in MODES:
-            raise ValueError(f"`mode` must be one of {sorted(MODES)}, but got mode={mode!r}")
-        if min_delta_mode not in DELTA_MODES:
-            raise ValueError(
-                f"`min_delta_mode` must be one of {sorted(DELTA_MODES)}, "
-                f"but got min_delta_mode={min_delta_mode!r}"
-            )
-        if restore_from not in RESTORE_SOURCES:
-            raise ValueError(
-                f"`restore_from` must be one of {list(RESTORE_SOURCES)}, "
-                f"but got restore_from={restore_from!r}"
-            )
         self.monitor = monitor
-        self.mode = mode
+        self.mode = check_choice("mode", mode, sorted(MODES))
+        check_choice("min_delta_mode", min_delta_mode, sorted(DELTA_MODES))
+        check_choice("restore_from", restore_from, RESTORE_SOURCES)
         self.patience = _count("patience", patience)
         self.min_delta = _number("min_delta", min_delta)
         if not self.min_delta >= 0:  # type: ignore[operator]
@@ -189,7 +180,10 @@ class EarlyStopping(LightningEarlyStopping):
         self._better, self._symbol, worst = MODES[mode]
         # Lightning reads state_key around every hook call: build it once.
         self._state_key = self._generate_state_key(monitor=monitor, mode=mode)
+        self._reset_state(worst)
 
+    def _reset_state(self, worst: float) -> None:
+        """What a run learns (saved in checkpoints) and its runtime helpers."""
         self.wait_count = 0
         self.best_score: float = worst
         self.best_epoch: int | None = None
@@ -201,7 +195,7 @@ class EarlyStopping(LightningEarlyStopping):
         self.restored_epoch: int | None = None
         self._best_weights: dict[str, torch.Tensor] | None = None
         self._checkpoint: ModelCheckpoint | None = None
-        self._on_epoch_end = bool(check_on_train_epoch_end)
+        self._on_epoch_end = bool(self.check_on_train_epoch_end)
         self._warned_missing = False
         self._restored = False  # loaded from a checkpoint and not checked since
 

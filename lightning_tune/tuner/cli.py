@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from lightning_tune.tuner.recovery import add_recovery_options
+
 __all__ = ["add_subcommand", "run_tune"]
 
 
@@ -141,26 +143,12 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--quiet", action="store_true", help="no progress output")
-    parser.add_argument(
-        "--heartbeat-interval",
-        type=int,
-        default=None,
-        help="seconds between heartbeats of a running trial (default 10; 0 turns crash "
-        "recovery off); works on every storage: Optuna's heartbeat on SQLite and database "
-        "servers, a lease on journal files",
-    )
-    parser.add_argument(
-        "--grace-period",
-        type=int,
-        default=None,
-        help="seconds without heartbeat before a running trial counts as dead "
-        "(default 2x the interval)",
-    )
+    add_recovery_options(parser, interval_default=None)
     from lightning_tune.tuner.failfast import add_fail_fast_options
 
     add_fail_fast_options(parser)
     parser.set_defaults(func=_cmd_tune)
-    # issue 7: `tune --workers N` and `lightning-tune worker` (lightning_tune/tuner/workers.py)
+    # `tune --workers N` and `lightning-tune worker` (lightning_tune/tuner/worker_cli.py)
     from lightning_tune.tuner.worker_cli import add_worker_subcommand, add_workers_option
 
     add_workers_option(parser)

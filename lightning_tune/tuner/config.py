@@ -339,26 +339,35 @@ def _named(cfg: Mapping[str, Any], key: str, default: str | None) -> tuple[Any, 
     return value, {}
 
 
-def tuner_from_config(cfg: Mapping[str, Any], **overrides: Any) -> Tuner:
-    """Build the :class:`Tuner` a config describes; ``overrides`` replace top-level keys.
+#: Config keys handed to the ``Tuner`` as they are.
+_TUNER_OPTIONS = (
+    "storage",
+    "study_name",
+    "output_dir",
+    "seed",
+    "monitor",
+    "direction",
+    "objective",
+    "on_nonfinite",
+    "max_epochs",
+    "keep_checkpoints",
+    "loggers",
+    "quiet",
+    "heartbeat_interval",
+    "grace_period",
+    "max_retry",
+    "strategy",
+    "pbt",
+    "diagnostics",
+    "max_consecutive_failures",
+    "resume",
+)
 
-    Every name a template refers to must be in the search space, and every class must exist,
-    before anything is created on disk.
 
-    Example:
-        >>> cfg = load_config(bundled_config())
-        >>> tuner = tuner_from_config(cfg, storage="memory", study_name="doc")
-        >>> tuner.study_name, type(tuner.pruner).__name__
-        ('doc', 'HyperbandPruner')
-    """
-    unknown = sorted(set(overrides) - set(CONFIG_KEYS))
-    if unknown:
-        raise ValueError(f"unknown overrides {unknown}; accepted keys: {sorted(CONFIG_KEYS)}")
-    cfg = check_config({**cfg, **{k: v for k, v in overrides.items() if v is not None}})
-    space = cfg["search_space"]
-    if not isinstance(space, Mapping):
-        raise TypeError(f"config `search_space` must be a mapping, but got {space!r}")
-    names = set(space)
+def _sources(cfg: Mapping[str, Any], names: set[str]) -> tuple[Any, dict, Any, dict, list]:
+    """``(module, model_kwargs, datamodule, data_kwargs, callbacks)`` of a config: classes, or
+    factories where ``$name`` templates take search-space values (each must be a name of the
+    space)."""
 
     def check_templates(section: str, kwargs: Any) -> None:
         missing = sorted(_templates(kwargs) - names)
@@ -391,35 +400,32 @@ def tuner_from_config(cfg: Mapping[str, Any], **overrides: Any) -> Tuner:
         kwargs = dict(item.get("kwargs") or {})
         check_templates(f"callbacks[{i}]", kwargs)
         callbacks.append(_factory(cls, kwargs, match_names=False))
+    return module, model_kwargs, datamodule, data_kwargs, callbacks
 
+
+def tuner_from_config(cfg: Mapping[str, Any], **overrides: Any) -> Tuner:
+    """Build the :class:`Tuner` a config describes; ``overrides`` replace top-level keys.
+
+    Every name a template refers to must be in the search space, and every class must exist,
+    before anything is created on disk.
+
+    Example:
+        >>> cfg = load_config(bundled_config())
+        >>> tuner = tuner_from_config(cfg, storage="memory", study_name="doc")
+        >>> tuner.study_name, type(tuner.pruner).__name__
+        ('doc', 'HyperbandPruner')
+    """
+    unknown = sorted(set(overrides) - set(CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"unknown overrides {unknown}; accepted keys: {sorted(CONFIG_KEYS)}")
+    cfg = check_config({**cfg, **{k: v for k, v in overrides.items() if v is not None}})
+    space = cfg["search_space"]
+    if not isinstance(space, Mapping):
+        raise TypeError(f"config `search_space` must be a mapping, but got {space!r}")
+    module, model_kwargs, datamodule, data_kwargs, callbacks = _sources(cfg, set(space))
     sampler, sampler_kwargs = _named(cfg, "sampler", "tpe")
     pruner, pruner_kwargs = _named(cfg, "pruner", "auto")
-    options = {
-        k: cfg[k]
-        for k in (
-            "storage",
-            "study_name",
-            "output_dir",
-            "seed",
-            "monitor",
-            "direction",
-            "objective",
-            "on_nonfinite",
-            "max_epochs",
-            "keep_checkpoints",
-            "loggers",
-            "quiet",
-            "heartbeat_interval",
-            "grace_period",
-            "max_retry",
-            "strategy",
-            "pbt",
-            "diagnostics",
-            "max_consecutive_failures",
-            "resume",
-        )
-        if k in cfg
-    }
+    options = {k: cfg[k] for k in _TUNER_OPTIONS if k in cfg}
     options["preflight"] = cfg.get("preflight", True)
     if not options.get("heartbeat_interval", 10):  # null or 0: crash recovery off
         options["heartbeat_interval"] = None

@@ -171,21 +171,11 @@ def run_worker(
         while deadline is None or time.monotonic() < deadline:
             if recovery is not None:
                 recover_stale_trials(study, storage, recovery)
-            trials = study.get_trials(deepcopy=False)
-            finished = sum(t.state in FINISHED for t in trials)
-            if finished >= n_trials:
+            move, running = _next_move(study, n_trials, recovery is not None)
+            if move == "stop":
                 break
-            running = sum(t.state == TrialState.RUNNING for t in trials)
-            waiting = any(t.state == TrialState.WAITING for t in trials)
-            if grid_slots_left(study, trials) == 0 and not waiting:
-                if not running or recovery is None:
-                    break  # the whole grid ran (a smaller grid than n_trials ends here)
-                time.sleep(poll_interval)  # the last configurations run elsewhere
-                continue
-            if not waiting and finished + running >= n_trials:
-                if recovery is None:
-                    break  # a dead worker's trial could never be detected: do not wait forever
-                if not told_waiting and not tuner.quiet:
+            if move != "run":
+                if move == "wait-for-others" and not told_waiting and not tuner.quiet:
                     print(
                         f"[{name}] waiting for {running} running trial(s); a trial whose worker "
                         f"died is retried {recovery.grace} s after its last heartbeat",
@@ -202,6 +192,26 @@ def run_worker(
             for trial in mine:
                 streak.add(trial)
     return ran
+
+
+def _next_move(study: optuna.Study, n_trials: int, recovering: bool) -> tuple[str, int]:
+    """What a worker does now: ``"run"`` a trial, ``"stop"``, or wait (``"wait"`` for the
+    grid's last configurations, ``"wait-for-others"`` for running trials that may have lost
+    their worker), and how many trials are running."""
+    trials = study.get_trials(deepcopy=False)
+    finished = sum(t.state in FINISHED for t in trials)
+    if finished >= n_trials:
+        return "stop", 0
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    waiting = any(t.state == TrialState.WAITING for t in trials)
+    if grid_slots_left(study, trials) == 0 and not waiting:
+        # the whole grid ran (a smaller grid than n_trials ends here), or its last
+        # configurations run elsewhere
+        return ("wait" if running and recovering else "stop"), running
+    if not waiting and finished + running >= n_trials:
+        # without recovery a dead worker's trial could never be detected: do not wait forever
+        return ("wait-for-others" if recovering else "stop"), running
+    return "run", running
 
 
 class _Printer:

@@ -30,7 +30,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import optuna
 from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage
@@ -220,3 +220,28 @@ def lease(
     finally:
         stop.set()
         thread.join()
+
+
+def add_recovery_options(
+    parser: Any, *, interval_default: int | None, max_retry: bool = False
+) -> None:
+    """``--heartbeat-interval`` and ``--grace-period`` (and ``--max-retry``) on a command."""
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=int,
+        default=interval_default,
+        help="seconds between heartbeats of a running trial (default 10; 0 turns crash "
+        "recovery off); works on every storage: Optuna's heartbeat on SQLite and database "
+        "servers, a lease on journal files",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=int,
+        default=None,
+        help="seconds without heartbeat before a running trial counts as dead "
+        "(default 2x the interval)",
+    )
+    if max_retry:
+        parser.add_argument(
+            "--max-retry", type=int, default=3, help="retries of a dead worker's trial (default 3)"
+        )

@@ -9,6 +9,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
+from types import ModuleType
 from typing import Any
 
 import optuna
@@ -78,16 +79,8 @@ class TrialRunning:
         diagnosis = None if self.diagnostics is None else diagnostics_callback(self.diagnostics)
         if diagnosis is not None:
             callbacks.append(diagnosis)
-        checkpoint = None
-        if self.keep_checkpoints > 0:
-            checkpoint = pl.callbacks.ModelCheckpoint(
-                dirpath=trial_dir / "checkpoints",
-                filename="best",
-                monitor=self.monitor,
-                mode="min" if self.direction == "minimize" else "max",
-                save_top_k=1,
-                enable_version_counter=False,
-            )
+        checkpoint = self._checkpoint_callback(pl, trial_dir)
+        if checkpoint is not None:
             callbacks.append(checkpoint)
         loggers = self._trial_loggers(trial.number, pl, params)
         trainer = self.make_trainer(
@@ -108,20 +101,11 @@ class TrialRunning:
         except BaseException:
             shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
             raise
-        pruning.sync_from_storage()  # ddp_spawn trained in child processes (issue 7)
+        pruning.sync_from_storage()  # ddp_spawn trained in child processes
         trial.set_user_attr("fit_seconds", time.perf_counter() - fit_start)
         trial.set_user_attr("epochs", int(trainer.current_epoch))
         trial.set_user_attr("validations", pruning.validations)
-        if diagnosis is not None and diagnosis.errors:
-            shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
-            trial.set_user_attr("trial_seconds", time.perf_counter() - start)
-            prune_by_diagnosis(trial, diagnosis)
-        if pruning.status != "running":
-            key = "prune_reason" if pruning.pruned else "fail_reason"
-            trial.set_user_attr(key, pruning.reason)
-            shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
-            trial.set_user_attr("trial_seconds", time.perf_counter() - start)
-            pruning.check()
+        self._stop_if_pruned(trial, trial_dir, start, pruning, diagnosis)
         if not pruning.values:
             raise ValueError(
                 f"trial {trial.number} ran no validation, so {self.monitor!r} was never "
@@ -135,6 +119,36 @@ class TrialRunning:
             )
         trial.set_user_attr("trial_seconds", time.perf_counter() - start)
         return value
+
+    def _checkpoint_callback(self, pl: ModuleType, trial_dir: pathlib.Path) -> Any:
+        """The trial's best-checkpoint callback (None with ``keep_checkpoints=0``)."""
+        if self.keep_checkpoints <= 0:
+            return None
+        return pl.callbacks.ModelCheckpoint(
+            dirpath=trial_dir / "checkpoints",
+            filename="best",
+            monitor=self.monitor,
+            mode="min" if self.direction == "minimize" else "max",
+            save_top_k=1,
+            enable_version_counter=False,
+        )
+
+    @staticmethod
+    def _stop_if_pruned(
+        trial: optuna.Trial, trial_dir: pathlib.Path, start: float, pruning: Any, diagnosis: Any
+    ) -> None:
+        """Raise ``TrialPruned`` (or the failure) for a trial stopped by a diagnostics finding
+        or the pruner, after recording why and removing its checkpoint."""
+        if diagnosis is not None and diagnosis.errors:
+            shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
+            trial.set_user_attr("trial_seconds", time.perf_counter() - start)
+            prune_by_diagnosis(trial, diagnosis)
+        if pruning.status != "running":
+            key = "prune_reason" if pruning.pruned else "fail_reason"
+            trial.set_user_attr(key, pruning.reason)
+            shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
+            trial.set_user_attr("trial_seconds", time.perf_counter() - start)
+            pruning.check()
 
     def _trial_value(
         self, values: Sequence[float], recorder: ObjectiveMetrics | None

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from lightning_tune._validation import check_int
 from lightning_tune.tuner.failfast import add_fail_fast_options
 from lightning_tune.tuner.loop import finished_trials, run_worker
+from lightning_tune.tuner.recovery import add_recovery_options
 from lightning_tune.tuner.storage import (
     check_storage,
     describe_storage,
@@ -169,21 +170,6 @@ def add_worker_subcommand(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--output-dir", default=None, help="logs and checkpoints (local)")
-    parser.add_argument(
-        "--heartbeat-interval",
-        type=int,
-        default=10,
-        help="seconds between heartbeats of a running trial (default 10; 0 turns crash "
-        "recovery off)",
-    )
-    parser.add_argument(
-        "--grace-period",
-        type=int,
-        default=None,
-        help="seconds without heartbeat before a trial counts as dead (default 2x the interval)",
-    )
-    parser.add_argument(
-        "--max-retry", type=int, default=3, help="retries of a dead worker's trial (default 3)"
-    )
+    add_recovery_options(parser, interval_default=10, max_retry=True)
     add_fail_fast_options(parser)
     parser.set_defaults(func=_cmd_worker)

@@ -192,21 +192,7 @@ def run_workers(
         "grace_period": grace_period,
         "max_retry": max_retry,
     }
-    if isinstance(source, Mapping):
-        from lightning_tune.tuner.config import tuner_from_config
-
-        parent = tuner_from_config(source, **{**overrides, "storage": "memory"})
-        storage_spec = {**source, **overrides}.get("storage")
-    else:
-        parent = source
-        storage_spec = source.storage_source
-        source = _with_storage(source, None)  # sent without open connections or study
-    if storage_spec is not None and not isinstance(storage_spec, (str, os.PathLike)):
-        raise TypeError(
-            "parallel workers each open the storage themselves: give `storage` as a URL or a "
-            f"path, not a {type(storage_spec).__name__} object"
-        )
-    storage_spec = None if storage_spec is None else os.fspath(storage_spec)
+    parent, source, storage_spec = _shared_parts(source, overrides)
     parent.check_setup()  # once, before any worker starts or anything is written
     check_storage(storage_spec, in_memory_ok=False)
     settings = heartbeat_settings(storage_spec, **heartbeat)
@@ -223,31 +209,8 @@ def run_workers(
         )
 
     threads = threads_per_worker or worker_threads(n_workers)
-    gpus = _gpu_ids()
-    context = multiprocessing.get_context("spawn")
-    processes = []
-    for index in range(n_workers):
-        env = {key: str(threads) for key in _ENV_THREADS}
-        if len(gpus) > 1:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
-        process = context.Process(
-            target=_worker_process,
-            args=(
-                source,
-                storage_spec,
-                study_dir,
-                heartbeat,
-                overrides,
-                index,
-                n_trials,
-                timeout,
-                threads,
-            ),
-            name=f"lightning-tune-worker-{index}",
-        )
-        with _environment(env):
-            process.start()
-        processes.append(process)
+    args = (source, storage_spec, study_dir, heartbeat, overrides)
+    processes = _start_workers(n_workers, threads, args, (n_trials, timeout))
     for process in processes:
         process.join()
     failed = [(p.name, p.exitcode) for p in processes if p.exitcode != 0]
@@ -258,3 +221,46 @@ def run_workers(
             flush=True,
         )
     return optuna.load_study(study_name=parent.study_name, storage=storage)
+
+
+def _shared_parts(source: Any, overrides: Mapping[str, Any]) -> tuple[Any, Any, str | None]:
+    """``(parent tuner, what each worker builds its tuner from, storage spec)``: a config is
+    sent as it is, a Tuner without open connections; the storage must be a URL or path."""
+    if isinstance(source, Mapping):
+        from lightning_tune.tuner.config import tuner_from_config
+
+        parent = tuner_from_config(source, **{**overrides, "storage": "memory"})
+        storage_spec = {**source, **overrides}.get("storage")
+    else:
+        parent = source
+        storage_spec = source.storage_source
+        source = _with_storage(source, None)  # sent without open connections or study
+    if storage_spec is not None and not isinstance(storage_spec, (str, os.PathLike)):
+        raise TypeError(
+            "parallel workers each open the storage themselves: give `storage` as a URL or a "
+            f"path, not a {type(storage_spec).__name__} object"
+        )
+    return parent, source, None if storage_spec is None else os.fspath(storage_spec)
+
+
+def _start_workers(
+    n_workers: int, threads: int, shared: tuple[Any, ...], budget: tuple[int, float | None]
+) -> list[Any]:
+    """Start ``n_workers`` spawned processes, each with its share of CPU threads (and one GPU
+    when several are visible)."""
+    gpus = _gpu_ids()
+    context = multiprocessing.get_context("spawn")
+    processes = []
+    for index in range(n_workers):
+        env = {key: str(threads) for key in _ENV_THREADS}
+        if len(gpus) > 1:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        process = context.Process(
+            target=_worker_process,
+            args=(*shared, index, *budget, threads),
+            name=f"lightning-tune-worker-{index}",
+        )
+        with _environment(env):
+            process.start()
+        processes.append(process)
+    return processes
