@@ -23,11 +23,11 @@ import time
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from lightning_tune._validation import check_int, check_optional
 from lightning_tune.tuner.failfast import FailureStreak, TooManyFailuresError
-from lightning_tune.tuner.grid import grid_slots_left
+from lightning_tune.tuner.grid import SpaceGridSampler, grid_slots_left
 from lightning_tune.tuner.pruning import MetricNotFoundError
 from lightning_tune.tuner.recovery import recover_stale_trials
 from lightning_tune.tuner.report import format_values
@@ -78,12 +78,16 @@ def _objective(
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, *FINISHED))
             if t.number < trial.number
         ]
+        reason = None
         if len(ahead) >= n_trials:
-            trial.set_user_attr("surplus", True)
             reason = (
                 f"surplus: {len(ahead)} trials with lower numbers already finished or running "
                 f"(n_trials={n_trials}); another worker asked for the same slot"
             )
+        elif isinstance(study.sampler, SpaceGridSampler):
+            reason = _grid_duplicate(tuner, study.sampler, trial, ahead)
+        if reason is not None:
+            trial.set_user_attr("surplus", True)
             trial.set_user_attr("fail_reason", reason)
             raise SurplusTrialError(reason)
         try:
@@ -98,6 +102,26 @@ def _objective(
             raise
 
     return objective
+
+
+def _grid_duplicate(
+    tuner: Any, sampler: SpaceGridSampler, trial: optuna.Trial, ahead: list[FrozenTrial]
+) -> str | None:
+    """Why ``trial`` steps back, if a trial with a lower number (running or finished) already
+    took its grid configuration: two workers that ask at the same moment (or after the grid
+    ran out) can be given the same one, and a configuration is never trained twice."""
+    params = tuner.search_space.suggest(trial)  # the grid's values; suggested again later
+    names = [n for n in sampler.grid if n in params]
+    for other in ahead:
+        if other.user_attrs.get("surplus") or any(n not in other.params for n in names):
+            continue
+        if all(other.params[n] == params[n] for n in names):
+            return (
+                f"surplus: trial {other.number} already took this grid configuration "
+                f"({', '.join(f'{n}={params[n]!r}' for n in names)}); another worker asked "
+                "for it at the same moment"
+            )
+    return None
 
 
 def run_worker(

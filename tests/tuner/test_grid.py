@@ -109,8 +109,9 @@ def _tuner(tmp_path, storage="memory", **kwargs):
     return Tuner(SumModule, SPACE, **options)
 
 
-def _configs(study):
-    return [(t.params["x"], t.params["opt"]) for t in study.trials if t.state.is_finished()]
+def _configs(study, trials=None):
+    trials = study.trials if trials is None else trials
+    return [(t.params["x"], t.params["opt"]) for t in trials if t.state.is_finished()]
 
 
 EXPECTED = {(x, o) for x in (0.0, 0.5, 1.0) for o in ("a", "b")}
@@ -148,11 +149,38 @@ def test_two_workers_share_one_grid_without_running_a_configuration_twice(tmp_pa
     study = run_workers(
         _tuner(tmp_path, storage=None, quiet=True), n_trials=20, n_workers=2, heartbeat_interval=2
     )
-    configs = _configs(study)
-    assert sorted(configs) == sorted(EXPECTED)  # all six, none twice, the sweep stopped
-    assert all(t.state == TrialState.COMPLETE for t in study.trials)
-    assert len(study.trials) == 6
+    trained = [t for t in study.trials if not t.user_attrs.get("surplus")]
+    configs = _configs(study, trained)
+    assert sorted(configs) == sorted(EXPECTED)  # all six, none trained twice, the sweep stopped
+    assert all(t.state == TrialState.COMPLETE for t in trained)
+    # a trial handed a configuration another worker took at the same moment stepped back
+    for t in study.trials:
+        if t.user_attrs.get("surplus"):
+            assert t.state == TrialState.FAIL and "fit_seconds" not in t.user_attrs
+            assert "already took this grid configuration" in t.user_attrs["fail_reason"]
     reopened = optuna.load_study(
         study_name="grid", storage=resolve_storage(None, tmp_path / "grid")
     )
-    assert len(reopened.trials) == 6 and all(math.isfinite(t.value) for t in reopened.trials)
+    complete = [t for t in reopened.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6 and all(math.isfinite(t.value) for t in complete)
+
+
+def test_a_trial_handed_a_configuration_already_taken_steps_back_without_training(tmp_path):
+    """What two workers asking at the same moment can cause, made deterministic: the same grid
+    configuration twice in the study's queue."""
+    from lightning_tune.tuner.loop import run_worker
+
+    tuner = _tuner(tmp_path, quiet=True)
+    study = tuner.create_study()
+    for _ in range(2):
+        study.enqueue_trial({"x": 0.5, "opt": "b"})
+    run_worker(tuner, n_trials=6)
+    first, second = study.trials[:2]
+    assert first.state == TrialState.COMPLETE
+    assert second.state == TrialState.FAIL and second.user_attrs["surplus"] is True
+    assert (
+        "trial 0 already took this grid configuration (x=0.5, opt='b')"
+        in (second.user_attrs["fail_reason"])
+    )
+    trained = [t for t in study.trials if not t.user_attrs.get("surplus")]
+    assert sorted(_configs(study, trained)) == sorted(EXPECTED)  # each once, the grid complete
