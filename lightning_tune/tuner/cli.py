@@ -69,7 +69,7 @@ def run_tune(config: str | None = None, **overrides: Any) -> dict[str, Any]:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    # --workers N (issue 7): N worker processes on the shared study, see tuner/workers.py.
+    # --workers N: N worker processes on the shared study, see tuner/workers.py.
     runner = run_tune
     if getattr(args, "workers", 1) != 1:
         from functools import partial
