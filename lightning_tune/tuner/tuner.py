@@ -15,9 +15,9 @@ from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial
 
-from lightning_tune._lightning import NAMESPACES, classes
+from lightning_tune._lightning import NAMESPACES
 from lightning_tune._validation import check_bool, check_choice, check_int, check_optional
-from lightning_tune.tuner.building import TrialBuilding, _json_safe
+from lightning_tune.tuner.building import _TRAINER_DEFAULTS, TrialBuilding, _json_safe
 from lightning_tune.tuner.diagnosis import (
     diagnostics_kwargs,
 )
@@ -60,20 +60,10 @@ if TYPE_CHECKING:  # either package's classes work; these hints name pytorch_lig
         | None
     )
 
-_CALLBACKS = classes("Callback")
-_DATAMODULES = classes("LightningDataModule")
 
 _STRATEGIES = ("sweep", "pbt")
 _RESUME = ("check", "force", "new")
 _OBJECTIVES = ("best", "last")
-# Trainer arguments the tuner sets itself for every trial.
-_OWNED_TRAINER_KEYS = (
-    "logger",
-    "callbacks",
-    "max_epochs",
-    "default_root_dir",
-    "enable_checkpointing",
-)
 # Lightning warnings that say nothing about a tuning run (tiny epochs, our own test-time reload).
 _NOISY_WARNINGS = (
     ".*smaller than the logging interval.*",
@@ -83,10 +73,6 @@ _NOISY_WARNINGS = (
 )
 # The logger of Optuna's optimize loop, which logs each failed trial with its traceback.
 _OPTUNA_TRIAL_LOG = "optuna.study._optimize"
-_TRAINER_DEFAULTS: dict[str, Any] = {
-    "enable_progress_bar": False,
-    "enable_model_summary": False,
-}
 
 
 def _check_budget(n_trials: int | None, timeout: float | None) -> None:
