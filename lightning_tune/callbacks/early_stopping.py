@@ -13,7 +13,7 @@ from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
 from lightning_tune._lightning import NAMESPACES, Callback, LightningEarlyStopping, classes
-from lightning_tune._validation import check_choice
+from lightning_tune._validation import check_choice, check_int, check_number, check_optional
 from lightning_tune.callbacks._resume import warn_if_resume_skips_validation
 
 if TYPE_CHECKING:
@@ -39,23 +39,6 @@ DELTA_MODES: dict[str, Any] = {
     "rel": lambda delta, best: delta * abs(best),
 }
 RESTORE_SOURCES = ("auto", "memory", "checkpoint")
-
-
-def _number(name: str, value: Any, *, optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        accepted = "a number or None" if optional else "a number"
-        raise TypeError(f"`{name}` must be {accepted}, but got {name}={value!r}")
-    return float(value)
-
-
-def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, but got {name}={value!r}")
-    if value < 0:
-        raise ValueError(f"`{name}` must be >= 0, but got {name}={value!r}")
-    return value
 
 
 class EarlyStopping(LightningEarlyStopping):
@@ -123,7 +106,7 @@ class EarlyStopping(LightningEarlyStopping):
         >>> EarlyStopping("val_loss", patience=-1)
         Traceback (most recent call last):
         ...
-        ValueError: `patience` must be >= 0, but got patience=-1
+        ValueError: `patience` must be an int >= 0, but got patience=-1
     """
 
     def __init__(
@@ -153,20 +136,18 @@ class EarlyStopping(LightningEarlyStopping):
         self.mode = check_choice("mode", mode, sorted(MODES))
         check_choice("min_delta_mode", min_delta_mode, sorted(DELTA_MODES))
         check_choice("restore_from", restore_from, RESTORE_SOURCES)
-        self.patience = _count("patience", patience)
-        self.min_delta = _number("min_delta", min_delta)
-        if not self.min_delta >= 0:  # type: ignore[operator]
-            raise ValueError(f"`min_delta` must be >= 0, but got min_delta={min_delta!r}")
+        self.patience = check_int("patience", patience, minimum=0)
+        self.min_delta = check_number("min_delta", min_delta, low=0)
         self.min_delta_mode = min_delta_mode
-        self.start_from_epoch = _count("start_from_epoch", start_from_epoch)
-        self.smoothing = _number("smoothing", smoothing)
-        if not 0 <= self.smoothing < 1:  # type: ignore[operator]
-            raise ValueError(f"`smoothing` must be in [0, 1), but got smoothing={smoothing!r}")
+        self.start_from_epoch = check_int("start_from_epoch", start_from_epoch, minimum=0)
+        self.smoothing = check_number("smoothing", smoothing, low=0, high=1, high_open=True)
         self.restore_best_weights = bool(restore_best_weights)
         self.restore_from = restore_from
-        self.stopping_threshold = _number("stopping_threshold", stopping_threshold, optional=True)
-        self.divergence_threshold = _number(
-            "divergence_threshold", divergence_threshold, optional=True
+        self.stopping_threshold = check_optional(
+            check_number, "stopping_threshold", stopping_threshold, finite=False
+        )
+        self.divergence_threshold = check_optional(
+            check_number, "divergence_threshold", divergence_threshold, finite=False
         )
         self.check_finite = bool(check_finite)
         self.strict = bool(strict)

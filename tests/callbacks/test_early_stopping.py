@@ -326,18 +326,26 @@ def test_resume_keeps_constructor_settings(trainer_kwargs, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"patience": -1}, ValueError, r"`patience` must be >= 0, but got patience=-1"),
+        ({"patience": -1}, ValueError, r"`patience` must be an int >= 0, but got patience=-1"),
         ({"patience": 2.5}, TypeError, r"`patience` must be an int"),
-        ({"min_delta": -0.1}, ValueError, r"`min_delta` must be >= 0, but got min_delta=-0.1"),
+        (
+            {"min_delta": -0.1},
+            ValueError,
+            r"`min_delta` must be a number >= 0, but got min_delta=-0.1",
+        ),
         ({"mode": "maximum"}, ValueError, r"`mode` must be one of \['max', 'min'\].*'maximum'"),
         ({"min_delta_mode": "pct"}, ValueError, r"`min_delta_mode` must be one of"),
-        ({"smoothing": 1.0}, ValueError, r"`smoothing` must be in \[0, 1\), but got smoothing=1.0"),
-        ({"start_from_epoch": -2}, ValueError, r"`start_from_epoch` must be >= 0"),
+        (
+            {"smoothing": 1.0},
+            ValueError,
+            r"`smoothing` must be a number >= 0 and < 1, but got smoothing=1.0",
+        ),
+        ({"start_from_epoch": -2}, ValueError, r"`start_from_epoch` must be an int >= 0"),
         ({"restore_from": "disk"}, ValueError, r"`restore_from` must be one of"),
         (
             {"stopping_threshold": "low"},
             TypeError,
-            r"`stopping_threshold` must be a number or None",
+            r"`stopping_threshold` must be a number, but got stopping_threshold='low'",
         ),
     ],
 )
