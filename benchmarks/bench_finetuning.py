@@ -252,7 +252,8 @@ def finetune_run(run: dict, weights: str) -> dict:
     module = cls(
         run["model"],
         num_classes=len(TARGET),
-        lr=run["lr"],
+        # preset_auto: a placeholder; the preset sets the peak LR from its range test
+        lr=run["lr"] if run["lr"] is not None else 1e-3,
         pretrained=weights,
         model_kwargs=MODEL_KWARGS.get(run["model"]),
         # per-layer param groups, so that a callback can scale the head's LR alone
