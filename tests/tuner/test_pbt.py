@@ -354,3 +354,26 @@ def test_quantiles_and_ranking_follow_ray_tune():
     assert [PBTConfig(quantile=0.5).quantile_size(n) for n in (2, 3, 5)] == [1, 1, 2]
     assert ranked({0: 1.0, 1: math.nan, 2: 0.5}, "maximize") == [0, 2, 1]
     assert split_quantiles([4, 3, 2, 1, 0], PBTConfig(quantile=0.4)) == ([4, 3], [1, 0])
+
+
+def test_async_exploit_takes_the_donors_checkpoint_of_the_same_round():
+    """With two workers a donor can be a round ahead: the member must continue from the donor's
+    checkpoint at the end of the member's own round, not from one past its segment's end."""
+    import datetime
+
+    from lightning_tune.tuner.pbt.population import Population, Segment, plan_member
+
+    def segment(number, member, round, value):
+        return Segment(number=number, member=member, round=round, state=TrialState.COMPLETE,
+                       value=value, params={"lr": 0.01 * (member + 1)}, info={},
+                       checkpoint=f"m{member}r{round}.ckpt",
+                       completed=datetime.datetime(2026, 1, 1))  # fmt: skip
+
+    config = PBTConfig(population=2, interval=1, quantile=0.5)
+    # member 0 finished rounds 0 and 1 (ahead), member 1 only round 0 and is the worse one
+    pop = Population([segment(0, 0, 0, 0.5), segment(1, 1, 0, 2.0), segment(2, 0, 1, 0.4)],
+                     config, rounds=3)  # fmt: skip
+    specs = {"lr": Float(1e-3, 1e-1, log=True)}
+    plan = plan_member(pop, 1, (specs, ("lr",), config), seed=0, direction="minimize")
+    assert plan.round == 1 and plan.donor == 0
+    assert plan.start == "m0r0.ckpt"  # not m0r1.ckpt, which ends where this segment ends

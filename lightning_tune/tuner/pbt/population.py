@@ -217,7 +217,10 @@ def plan_member(
     top, bottom = split_quantiles(order, pop.config)
     rng = _rng(seed, member, round)
     if member in bottom and [m for m in top if m != member]:
-        donor = latest[rng.choice([m for m in top if m != member])]
+        chosen = rng.choice([m for m in top if m != member])
+        # The donor's segment of the member's own round: a donor that is already a round ahead
+        # has a checkpoint past this segment's end (nothing would be left to train).
+        donor = pop.done(chosen, own.round) or latest[chosen]
         return _exploit(member, donor, round, context, rng)
     return Plan(member, round, own.params, own.checkpoint)
 
