@@ -114,7 +114,15 @@ def _check_groups(groups: Any, model_attribute: Any) -> list[list[str]] | None:
 def check_options(strategy: Any, **options: Any) -> dict[str, Any]:
     """Check ``LayerFreezing``'s arguments (by their names); return them normalised
     (``unfreeze_at`` merged into ``unfreeze_at_epoch``, ``milestones`` and ``groups`` as
-    lists)."""
+    lists).
+
+    Example:
+        >>> from lightning_tune.callbacks import LayerFreezing
+        >>> LayerFreezing("gradual", milestones=[3, 1])
+        Traceback (most recent call last):
+        ...
+        ValueError: `milestones` must be a non-empty, strictly increasing list of epochs >= 0 or of fractions of the run (not both), but got milestones=[3, 1]
+    """
     if strategy not in STRATEGIES:
         raise ValueError(f"`strategy` must be one of {list(STRATEGIES)}, but got {strategy=!r}")
     unit = options["unit"]

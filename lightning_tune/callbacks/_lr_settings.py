@@ -154,14 +154,26 @@ def check_total_steps(total_steps: Any) -> int | None:
 
 
 def start_factor(start_lr: float | None, peak: float) -> float | None:
-    """The warmup's start as a fraction of ``peak`` for an absolute ``warmup_start_lr``."""
+    """The warmup's start as a fraction of ``peak`` for an absolute ``warmup_start_lr``.
+
+    Example:
+        >>> start_factor(0.5, 2.0), start_factor(None, 2.0)
+        (0.25, None)
+    """
     if start_lr is None:
         return None
     return start_lr / peak if peak else 0.0
 
 
 def check_start_lr(start_lr: float, peak: float, index: int) -> None:
-    """A warmup must rise: ``warmup_start_lr`` above a group's peak is refused."""
+    """A warmup must rise: ``warmup_start_lr`` above a group's peak is refused.
+
+    Example:
+        >>> check_start_lr(0.2, 0.1, 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `warmup_start_lr=0.2` is above the peak LR of param group 0 (0.1), so the warmup would decay: lower `warmup_start_lr` (or use `warmup_start_factor`, a fraction of each group's peak)
+    """
     if start_lr > peak:
         raise ValueError(
             f"`warmup_start_lr={start_lr!r}` is above the peak LR of param group {index} "
@@ -171,12 +183,24 @@ def check_start_lr(start_lr: float, peak: float, index: int) -> None:
 
 
 def group_momentum(group: dict[str, Any]) -> float:
-    """A param group's momentum: Adam's ``betas[0]`` or SGD's ``momentum``."""
+    """A param group's momentum: Adam's ``betas[0]`` or SGD's ``momentum``.
+
+    Example:
+        >>> group_momentum({"betas": (0.9, 0.999)}), group_momentum({"momentum": 0.8})
+        (0.9, 0.8)
+    """
     return group["betas"][0] if "betas" in group else group["momentum"]
 
 
 def set_momentum(group: dict[str, Any], momentum: float) -> None:
-    """Set a param group's momentum (Adam's ``betas[0]`` or SGD's ``momentum``)."""
+    """Set a param group's momentum (Adam's ``betas[0]`` or SGD's ``momentum``).
+
+    Example:
+        >>> group = {"betas": (0.9, 0.999)}
+        >>> set_momentum(group, 0.85)
+        >>> group["betas"]
+        (0.85, 0.999)
+    """
     if "betas" in group:
         group["betas"] = (momentum, *group["betas"][1:])
     else:

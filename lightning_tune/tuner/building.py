@@ -107,7 +107,13 @@ def _json_safe(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class TrialBuilding:
-    """The part of :class:`~lightning_tune.tuner.Tuner` that builds a trial's objects."""
+    """The part of :class:`~lightning_tune.tuner.Tuner` that builds a trial's objects.
+
+    Example:
+        >>> from lightning_tune.tuner import Tuner
+        >>> issubclass(Tuner, TrialBuilding)
+        True
+    """
 
     def _set_sources(
         self,

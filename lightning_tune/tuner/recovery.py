@@ -225,7 +225,16 @@ def lease(
 def add_recovery_options(
     parser: Any, *, interval_default: int | None, max_retry: bool = False
 ) -> None:
-    """``--heartbeat-interval`` and ``--grace-period`` (and ``--max-retry``) on a command."""
+    """``--heartbeat-interval`` and ``--grace-period`` (and ``--max-retry``) on a command.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser()
+        >>> add_recovery_options(parser, interval_default=10, max_retry=True)
+        >>> args = parser.parse_args(["--grace-period", "30"])
+        >>> args.heartbeat_interval, args.grace_period, args.max_retry
+        (10, 30, 3)
+    """
     parser.add_argument(
         "--heartbeat-interval",
         type=int,

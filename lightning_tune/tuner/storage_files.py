@@ -81,7 +81,9 @@ def _fix(path: pathlib.Path, text: str, err: BaseException) -> str:
             "It is not a SQLite database (or it is damaged): pass another --storage path, or "
             "restore the file from a backup"
         )
-    elif "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
+    elif isinstance(err, PermissionError) or any(
+        k in lowered for k in ("readonly", "read-only", "permission")
+    ):
         fix = f"Its directory {path.parent} is not writable: make it writable or pick another path"
     elif (
         "disk is full" in lowered or "no space" in lowered or "database or disk is full" in lowered
@@ -97,7 +99,12 @@ def _fix(path: pathlib.Path, text: str, err: BaseException) -> str:
 
 
 def journal_error(path: pathlib.Path, err: BaseException) -> StorageError:
-    """A :class:`StorageError` for a journal file ``path`` that failed with ``err``."""
+    """A :class:`StorageError` for a journal file ``path`` that failed with ``err``.
+
+    Example:
+        >>> print(journal_error(pathlib.Path("runs/x.log"), PermissionError("denied")))
+        cannot use runs/x.log as a journal study storage: denied. Its directory runs is not writable: make it writable or pick another path (the file was not changed)
+    """
     text = " ".join(str(err).split()) or type(err).__name__
     return StorageError(
         f"cannot use {path} as a journal study storage: {text}. {_fix(path, text, err)} (the "

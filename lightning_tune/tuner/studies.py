@@ -34,7 +34,13 @@ __all__ = ["StudyHandling"]
 
 
 class StudyHandling:
-    """The part of :class:`~lightning_tune.tuner.Tuner` that opens and checks its study."""
+    """The part of :class:`~lightning_tune.tuner.Tuner` that opens and checks its study.
+
+    Example:
+        >>> from lightning_tune.tuner import Tuner
+        >>> issubclass(Tuner, StudyHandling)
+        True
+    """
 
     def _set_study(
         self,

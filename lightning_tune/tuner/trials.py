@@ -33,7 +33,13 @@ Params = dict[str, Any]
 
 
 class TrialRunning:
-    """The part of :class:`~lightning_tune.tuner.Tuner` that runs one trial."""
+    """The part of :class:`~lightning_tune.tuner.Tuner` that runs one trial.
+
+    Example:
+        >>> from lightning_tune.tuner import Tuner
+        >>> issubclass(Tuner, TrialRunning)
+        True
+    """
 
     def objective(self, trial: optuna.Trial) -> float:
         """Run one trial: sample, seed, build, fit with pruning, record. Returns its value.
