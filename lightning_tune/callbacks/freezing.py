@@ -156,6 +156,7 @@ class LayerFreezing(FreezingPlan, FreezingGroups, Callback):
         self._unfrozen: set[int] = set()
         self._restored: dict[str, Any] | None = None
         self._show_plan = False
+        self._synced_t: int | None = None  # the epoch (or step) whose groups are unfrozen
         self._reference: tuple[list[str], torch.Tensor] | None = None
         self._verify_pending = False
         self._trainer_ref: weakref.ref[pl.Trainer] | None = None
@@ -176,6 +177,7 @@ class LayerFreezing(FreezingPlan, FreezingGroups, Callback):
     # ------------------------------------------------------------------------- hooks
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._synced_t = None
         check_trainer(trainer, self, pl_module)
         if stage != "fit":
             return
@@ -299,12 +301,13 @@ class LayerFreezing(FreezingPlan, FreezingGroups, Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         t = trainer.global_step if self.by_step else trainer.current_epoch
-        if self._target(t) - self._unfrozen:
+        if t != self._synced_t and self._target(t) - self._unfrozen:
             # By step, groups come due mid-epoch. By epoch, a run resumed from a checkpoint
             # written at an epoch's last batch starts the next epoch without
             # `on_train_epoch_start`: the frozen set follows the epoch here as well.
             self._unfreeze_due(trainer, pl_module, t)
             self._set_bn_modes()
+        self._synced_t = t  # checked once per epoch (by epoch), not at every batch
         for module in self._frozen_bn:  # a user's `train()` call must not wake them up
             if module.training:  # an attribute read per step; eval() only when needed
                 module.eval()
