@@ -127,3 +127,36 @@ def test_mlflow_file_store_offline_gets_tags_params_and_metrics(tmp_path, monkey
         assert float(run.data.params["x"]) == pytest.approx(trial.params["x"])
         assert run.data.params["trial"] == str(trial.number)
         assert run.data.metrics["val_loss"] == pytest.approx(trial.params["x"], rel=1e-6)
+
+
+def test_loggers_come_from_the_package_of_the_users_module(tmp_path, lightning_ns):
+    from scripted_module import SCRIPTED
+
+    from lightning_tune._lightning import NAMESPACES
+    from lightning_tune.tuner import Categorical
+
+    def factory(params, tags):
+        return lightning_ns.loggers.CSVLogger(
+            tmp_path / "mine", name="", version=tags["trial_number"]
+        )
+
+    module = SCRIPTED[lightning_ns.__name__]
+    options = {"storage": "memory", "output_dir": tmp_path / "runs", "trainer_kwargs": FAST,
+               "max_epochs": 1, "keep_checkpoints": 0, "quiet": True, "pruner": "none",
+               "module_kwargs": {"values": [0.5]}}  # fmt: skip
+    study = Tuner(module, {"batch_size": Categorical([4])}, loggers=["csv", factory],
+                  **options).optimize(n_trials=1)  # fmt: skip
+    (trial,) = study.trials
+    assert trial.state.name == "COMPLETE", trial.user_attrs
+    assert trial.user_attrs["lightning"] == lightning_ns.__name__
+    assert (tmp_path / "mine" / "0" / "hparams.yaml").exists()
+    # a logger of the other package cannot drive this Trainer: the trial fails and says why
+    others = [ns for ns in NAMESPACES if ns is not lightning_ns]
+    if others:
+        other = others[0]
+        study = Tuner(module, {"batch_size": Categorical([4])}, study_name="other",
+                      loggers=[lambda p: other.loggers.CSVLogger(tmp_path / "o")],
+                      **options).optimize(n_trials=1)  # fmt: skip
+        (trial,) = study.trials
+        assert trial.state.name == "FAIL"
+        assert f"must return a {lightning_ns.__name__} Logger" in trial.user_attrs["fail_reason"]
