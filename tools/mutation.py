@@ -54,6 +54,7 @@ class Target:
 
 
 _LR = "tests/callbacks/test_lr_schedule.py"
+_FREEZE = "tests/callbacks/test_freezing.py"
 TARGETS = [
     Target("schedules", "lightning_tune.schedules", ("tests/test_schedules.py", _LR)),
     Target("lr_schedule", "lightning_tune.callbacks.lr_schedule", (_LR, "tests/test_schedules.py")),
@@ -73,14 +74,42 @@ TARGETS = [
         ("tests/callbacks/test_label_smoothing.py",),
     ),
     Target(
+        "lr_settings",
+        "lightning_tune.callbacks._lr_settings",
+        (_LR, "tests/callbacks/test_freezing_steps.py"),
+    ),
+    Target(
         "freezing", "lightning_tune.callbacks.freezing", ("tests/callbacks/test_freezing.py", _LR)
     ),
+    Target(
+        "freezing_plan",
+        "lightning_tune.callbacks._freezing_plan",
+        (_FREEZE, "tests/callbacks/test_freezing_steps.py", _LR),
+    ),
+    Target(
+        "freezing_groups",
+        "lightning_tune.callbacks._freezing_groups",
+        (_FREEZE, "tests/test_models.py", "tests/test_timm_utils.py"),
+    ),
+    Target(
+        "milestones",
+        "lightning_tune.callbacks._milestones",
+        (_FREEZE, "tests/callbacks/test_freezing_steps.py", _LR),
+    ),
+    Target("resume", "lightning_tune.callbacks._resume", ("tests/callbacks/test_resume.py",)),
     Target("pruning", "lightning_tune.tuner.pruning", ("tests/tuner/test_pruning.py",)),
     Target(
         "tuner_objective",
-        "lightning_tune.tuner.tuner",
+        "lightning_tune.tuner.trials",
         ("tests/tuner/test_tuner.py",),
-        frozenset({"Tuner.objective", "Tuner._run_trial"}),
+        frozenset(
+            {
+                "TrialRunning.objective",
+                "TrialRunning._run_trial",
+                "TrialRunning._stop_if_pruned",
+                "TrialRunning._trial_value",
+            }
+        ),
     ),
     Target(
         "storage_masking",
