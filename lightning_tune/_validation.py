@@ -32,6 +32,7 @@ __all__ = [
     "check_optional",
     "describe_range",
     "fail",
+    "parse_assignments",
 ]
 
 T = TypeVar("T")
@@ -187,3 +188,30 @@ def check_names(name: str, values: Any, accepted: Iterable[str]) -> list[str]:
             f"{name}={values!r}"
         )
     return values
+
+
+def parse_assignments(items: Iterable[str], option: str, example: str) -> dict[str, Any]:
+    """``NAME=VALUE`` command-line pairs as a dict, each value read as Python or else YAML.
+
+    Example:
+        >>> parse_assignments(["lr=1e-3", "milestones=[30, 60]", "ok=true"], "--set", "lr=0.1")
+        {'lr': 0.001, 'milestones': [30, 60], 'ok': True}
+        >>> parse_assignments(["lr"], "--set", "lr=0.1")
+        Traceback (most recent call last):
+        ...
+        ValueError: --set takes KEY=VALUE (e.g. lr=0.1), but got 'lr'
+    """
+    import ast
+
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} takes KEY=VALUE (e.g. {example}), but got {item!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = yaml.safe_load(text)
+    return out

@@ -6,12 +6,12 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
+from lightning_tune._validation import parse_assignments
 from lightning_tune.callbacks.lr_schedule import INTERVALS, LRSchedule
 from lightning_tune.schedules import SCHEDULES, WARMUP_MODES
 
@@ -97,30 +97,13 @@ def _title(callback: LRSchedule) -> str:
     return f"{warmup}{callback.schedule!r}"
 
 
-def _value(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def _settings(pairs: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set takes KEY=VALUE (e.g. min_factor=0.01), but got {pair!r}")
-        out[key.strip()] = _value(value.strip())
-    return out
-
-
 def _warmup(text: str) -> int | float:
     value = float(text)
     return int(value) if (value.is_integer() and value >= 1) or value == 0 else value
 
 
 def _cmd_plot_schedule(args: argparse.Namespace) -> int:
-    kwargs = _settings(args.set or [])
+    kwargs = parse_assignments(args.set or [], "--set", "min_factor=0.01")
     kwargs.update(warmup=args.warmup, warmup_mode=args.warmup_mode, interval=args.interval)
     if args.warmup_start_factor is not None:
         kwargs["warmup_start_factor"] = args.warmup_start_factor

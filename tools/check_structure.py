@@ -5,7 +5,11 @@
 
 Code lines are counted without docstrings, comments and blank lines. The limits are the ones
 the project holds itself to: no import cycle inside the package, no module over 400 code lines,
-no function over 60 code lines, no function of cyclomatic complexity rank E or F (radon).
+no function over 60 code lines, no function of cyclomatic complexity rank E or F (radon), no
+block of six or more code lines repeated inside the package. The repeated-block check compares
+code lines with their indentation stripped; it leaves out imports, decorators and the headers of
+``def``/``class`` statements (a Lightning hook's signature is fixed by Lightning's API, so every
+callback that implements ``on_train_batch_end`` repeats it).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ PACKAGE = "lightning_tune"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 BAD_RANKS = ("E", "F")
+MIN_REPEATED_LINES = 6
 
 
 def _docstring_lines(tree: ast.AST) -> set[int]:
@@ -160,6 +165,42 @@ def functions(path: pathlib.Path) -> Iterator[tuple[str, int]]:
     yield from walk(tree, "")
 
 
+def _not_compared(tree: ast.AST) -> set[int]:
+    """Imports, decorators and def/class headers: lines the repeated-block check skips."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            lines.update(range(node.lineno, node.end_lineno + 1))
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            for decorator in node.decorator_list:
+                lines.update(range(decorator.lineno, decorator.end_lineno + 1))
+            lines.update(range(node.lineno, node.body[0].lineno))
+    return lines
+
+
+def repeated_blocks(
+    root: pathlib.Path, size: int = MIN_REPEATED_LINES
+) -> list[tuple[str, str, str]]:
+    """Runs of ``size`` code lines that stand in two places: ``(first, second, first line)``."""
+    seen: dict[tuple[str, ...], str] = {}
+    found: list[tuple[str, str, str]] = []
+    for name, path in modules(root):
+        source = path.read_text()
+        text = source.splitlines()
+        keep = sorted(code_lines(source) - _not_compared(ast.parse(source)))
+        rows = [(number, text[number - 1].strip()) for number in keep]
+        reported_until = -1
+        for start in range(len(rows) - size + 1):
+            window = tuple(line for _, line in rows[start : start + size])
+            where = f"{name}:{rows[start][0]}"
+            if window not in seen:
+                seen[window] = where
+            elif start > reported_until:
+                found.append((seen[window], where, window[0]))
+                reported_until = start + size - 1
+    return found
+
+
 def complexity(path: pathlib.Path) -> Iterator[tuple[str, int, str]]:
     from radon.complexity import cc_rank, cc_visit
 
@@ -197,7 +238,10 @@ def report(root: pathlib.Path) -> tuple[list[str], bool]:
     out += [f"  {n:4d}  {name}" for n, name in sorted(long_functions, reverse=True)]
     out.append(f"functions of complexity rank {'/'.join(BAD_RANKS)}: {len(bad_complexity)}")
     out += [f"  {v:4d} ({r})  {name}" for v, name, r in sorted(bad_complexity, reverse=True)]
-    ok = ok and not big_modules and not long_functions and not bad_complexity
+    repeats = repeated_blocks(root)
+    out.append(f"blocks of {MIN_REPEATED_LINES}+ code lines repeated: {len(repeats)}")
+    out += [f"  {first} ~ {second}: {line}" for first, second, line in repeats]
+    ok = ok and not big_modules and not long_functions and not bad_complexity and not repeats
     return out, ok
 
 

@@ -79,14 +79,13 @@ class CyclicLR(LRSchedule):
             base_factor=base_factor,
             min_lr=base_lr,
         )
-        super().__init__(
-            schedule,
-            max_lr=max_lr,
-            cycle_momentum=cycle_momentum,
-            base_momentum=base_momentum,
-            max_momentum=max_momentum,
-            **kwargs,
-        )
+        momentum = _momentum(cycle_momentum, base_momentum, max_momentum)
+        super().__init__(schedule, max_lr=max_lr, **momentum, **kwargs)
+
+
+def _momentum(cycle: bool, base: float, top: float) -> dict[str, Any]:
+    """The momentum arguments of :class:`LRSchedule` (torch's names)."""
+    return {"cycle_momentum": cycle, "base_momentum": base, "max_momentum": top}
 
 
 def _check_bounds(base_lr: Any, max_lr: Any) -> None:
@@ -153,11 +152,5 @@ class OneCycle(LRSchedule):
             three_phase=three_phase,
             anneal=anneal,
         )
-        super().__init__(
-            schedule,
-            max_lr=max_lr,
-            cycle_momentum=cycle_momentum,
-            base_momentum=base_momentum,
-            max_momentum=max_momentum,
-            **kwargs,
-        )
+        momentum = _momentum(cycle_momentum, base_momentum, max_momentum)
+        super().__init__(schedule, max_lr=max_lr, **momentum, **kwargs)

@@ -25,6 +25,7 @@ from lightning_tune.callbacks._lr_settings import (
     set_momentum,
     start_factor,
 )
+from lightning_tune.callbacks._milestones import run_length
 from lightning_tune.callbacks._resume import warn_if_resume_skips_validation
 from lightning_tune.schedules import Schedule, warmup_factor
 
@@ -364,13 +365,7 @@ class LRSchedule(Callback):
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.interval == "step":
-            total = trainer.estimated_stepping_batches
-            batches = trainer.num_training_batches
-            per_epoch = (
-                math.ceil(batches / trainer.accumulate_grad_batches)
-                if batches not in (0, math.inf)
-                else None
-            )
+            total, per_epoch = run_length(trainer)
         else:
             total = trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
             per_epoch = None

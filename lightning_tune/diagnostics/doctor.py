@@ -12,12 +12,12 @@ import json
 import math
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lightning_tune._compat import run_namespace
-from lightning_tune._validation import check_int, check_number
+from lightning_tune._validation import check_int, check_number, parse_assignments
 from lightning_tune.diagnostics.findings import Finding, format_findings
 from lightning_tune.range_test import RangeTestResult, lr_range_test
 
@@ -285,18 +285,6 @@ def _json_arg(text: str | None, name: str) -> dict[str, Any]:
     return value
 
 
-def _set_args(items: Sequence[str]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"`--set` must be name=value, but got {item!r}")
-        out[name] = yaml.safe_load(text)
-    return out
-
-
 def _cmd_doctor(args: argparse.Namespace) -> int:
     module, datamodule, params, trainer_kwargs = build_from_config(
         args.config,
@@ -304,7 +292,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         args.data,
         _json_arg(args.module_kwargs, "--module-kwargs"),
         _json_arg(args.data_kwargs, "--data-kwargs"),
-        _set_args(args.set),
+        parse_assignments(args.set or [], "--set", "lr=0.01"),
     )
     if params:
         print("hyperparameters: " + " ".join(f"{k}={v}" for k, v in params.items()))

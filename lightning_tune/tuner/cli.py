@@ -30,6 +30,7 @@ def run_tune(config: str | None = None, **overrides: Any) -> dict[str, Any]:
         run_settings,
         tuner_from_config,
     )
+    from lightning_tune.tuner.loop import trial_states
     from lightning_tune.tuner.report import trial_params
 
     cfg = load_config(config if config is not None else bundled_config())
@@ -47,7 +48,7 @@ def run_tune(config: str | None = None, **overrides: Any) -> dict[str, Any]:
         "study": tuner.study_name,
         "study_dir": str(tuner.study_dir),
         "trials": len(trials),
-        "states": {str(k): int(v) for k, v in trials["state"].value_counts().items()},
+        "states": trial_states(result.study),
     }
     try:
         summary.update(

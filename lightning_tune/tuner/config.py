@@ -25,6 +25,7 @@ import yaml
 
 from lightning_tune._lightning import NAMESPACES
 from lightning_tune.tuner.cli_format import from_lightning_cli
+from lightning_tune.tuner.recovery import HEARTBEAT_INTERVAL
 from lightning_tune.tuner.tuner import Tuner
 
 __all__ = ["CONFIG_KEYS", "bundled_config", "load_config", "tuner_from_config"]
@@ -427,7 +428,7 @@ def tuner_from_config(cfg: Mapping[str, Any], **overrides: Any) -> Tuner:
     pruner, pruner_kwargs = _named(cfg, "pruner", "auto")
     options = {k: cfg[k] for k in _TUNER_OPTIONS if k in cfg}
     options["preflight"] = cfg.get("preflight", True)
-    if not options.get("heartbeat_interval", 10):  # null or 0: crash recovery off
+    if not options.get("heartbeat_interval", HEARTBEAT_INTERVAL):  # null or 0: crash recovery off
         options["heartbeat_interval"] = None
         options.pop("grace_period", None)
     return Tuner(

@@ -23,6 +23,7 @@ def run_demo_sweep(
     """
     from lightning_tune.data import DigitsDataModule
     from lightning_tune.models import TimmClassifier
+    from lightning_tune.tuner.loop import trial_states
     from lightning_tune.tuner.space import Float, PowerOfTwo
     from lightning_tune.tuner.tuner import Tuner
 
@@ -54,10 +55,9 @@ def run_demo_sweep(
         quiet=quiet,
     )
     result = tuner.run(n_trials=n_trials, plots=True)
-    states = result.trials["state"].value_counts().to_dict()
     return {
         "best_value": result.best_value,
         "best_params": result.best_params,
-        "states": {str(k): int(v) for k, v in states.items()},
+        "states": trial_states(result.study),
         "report": str(tuner.study_dir / "report"),
     }

@@ -39,6 +39,7 @@ __all__ = [
     "TooManyFailuresError",
     "finished_trials",
     "run_worker",
+    "trial_states",
 ]
 
 #: Trial states that count towards ``n_trials``.
@@ -64,6 +65,21 @@ def finished_trials(study: optuna.Study) -> int:
         3
     """
     return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def trial_states(study: optuna.Study) -> dict[str, int]:
+    """How many trials of ``study`` are in each state (states with none left out).
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+        >>> trial_states(study)
+        {'COMPLETE': 2}
+    """
+    counts = {state.name: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] += 1
+    return {name: n for name, n in counts.items() if n}
 
 
 def _objective(

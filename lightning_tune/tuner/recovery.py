@@ -28,7 +28,7 @@ import contextlib
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,12 +38,19 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "ADOPTED_ATTR",
+    "HEARTBEAT_INTERVAL",
     "LEASE_ATTR",
+    "MAX_RETRY",
     "Recovery",
     "lease",
     "recover_stale_trials",
+    "repeating",
 ]
 
+#: Seconds between two heartbeats (or lease renewals) of a running trial, by default.
+HEARTBEAT_INTERVAL = 10
+#: How many times a trial of a dead worker is retried with its parameters, by default.
+MAX_RETRY = 3
 #: Trial system attribute holding the lease time (seconds since the epoch) on journal storages.
 LEASE_ATTR = "lightning_tune:lease"
 #: Trial system attribute set when a worker recorded a first heartbeat for a trial without one.
@@ -73,7 +80,7 @@ class Recovery:
     mode: RecoveryMode
     heartbeat_interval: int
     grace_period: int | None = None
-    max_retry: int | None = 3
+    max_retry: int | None = MAX_RETRY
 
     @property
     def grace(self) -> int:
@@ -86,7 +93,7 @@ class Recovery:
         storage: optuna.storages.BaseStorage,
         heartbeat_interval: int | None,
         grace_period: int | None = None,
-        max_retry: int | None = 3,
+        max_retry: int | None = MAX_RETRY,
     ) -> Recovery | None:
         """The recovery of ``storage``, or None when it is off or not needed.
 
@@ -204,16 +211,35 @@ def lease(
     trial_id = storage.get_trial_id_from_study_id_trial_number(
         _study_id(study, storage), trial_number
     )
-    stop = threading.Event()
 
     def renew() -> None:
-        while not stop.wait(interval):
-            # A missed renewal (the trial just finished, a busy file) is retried next time.
-            with contextlib.suppress(Exception):
-                storage.set_trial_system_attr(trial_id, LEASE_ATTR, time.time())
+        # A missed renewal (the trial just finished, a busy file) is retried next time.
+        with contextlib.suppress(Exception):
+            storage.set_trial_system_attr(trial_id, LEASE_ATTR, time.time())
 
     storage.set_trial_system_attr(trial_id, LEASE_ATTR, time.time())
-    thread = threading.Thread(target=renew, name=f"lease-trial-{trial_number}", daemon=True)
+    with repeating(renew, interval, name=f"lease-trial-{trial_number}"):
+        yield
+
+
+@contextlib.contextmanager
+def repeating(action: Callable[[], None], interval: float, name: str) -> Iterator[None]:
+    """Call ``action`` every ``interval`` seconds in a daemon thread while the block runs.
+
+    Example:
+        >>> calls = []
+        >>> with repeating(lambda: calls.append(1), 0.01, name="demo"):
+        ...     time.sleep(0.2)
+        >>> len(calls) >= 1
+        True
+    """
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            action()
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
     thread.start()
     try:
         yield

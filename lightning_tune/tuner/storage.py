@@ -42,6 +42,7 @@ import optuna
 from optuna.storages import InMemoryStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+from lightning_tune.tuner.recovery import HEARTBEAT_INTERVAL, MAX_RETRY
 from lightning_tune.tuner.storage_files import (
     StorageError,
     journal_error,
@@ -437,7 +438,7 @@ def check_storage(
     in_memory_ok: bool = True,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
-    max_retry: int | None = 3,
+    max_retry: int | None = MAX_RETRY,
 ) -> None:
     """Raise the error :func:`resolve_storage` would raise, without opening anything.
 
@@ -457,7 +458,7 @@ def heartbeat_settings(
     storage: StorageSpec,
     heartbeat_interval: int | None,
     grace_period: int | None = None,
-    max_retry: int | None = 3,
+    max_retry: int | None = MAX_RETRY,
 ) -> dict[str, Any]:
     """The heartbeat keywords of :func:`resolve_storage` for ``storage``: all three settings
     for a storage that has Optuna's heartbeat (a SQLite file or a database server), none for the
@@ -491,7 +492,7 @@ def resolve_storage(
     in_memory_ok: bool = True,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
-    max_retry: int | None = 3,
+    max_retry: int | None = MAX_RETRY,
 ) -> optuna.storages.BaseStorage:
     """The Optuna storage for a study whose files live in ``study_dir``.
 
@@ -553,9 +554,9 @@ def resolve_storage(
 def default_parallel_storage(
     study_dir: pathlib.Path | str,
     *,
-    heartbeat_interval: int | None = 10,
+    heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
     grace_period: int | None = None,
-    max_retry: int | None = 3,
+    max_retry: int | None = MAX_RETRY,
 ) -> optuna.storages.BaseStorage:
     """The storage for several worker processes on one machine: the study's SQLite file.
 

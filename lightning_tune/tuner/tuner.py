@@ -31,6 +31,7 @@ from lightning_tune.tuner.grid import announce_grid
 from lightning_tune.tuner.loop import run_worker
 from lightning_tune.tuner.objectives import Objectives
 from lightning_tune.tuner.pruning import MetricNotFoundError
+from lightning_tune.tuner.recovery import HEARTBEAT_INTERVAL, MAX_RETRY
 from lightning_tune.tuner.report import (
     format_trial_line,
     save_report,
@@ -244,9 +245,9 @@ class Tuner(TrialBuilding, StudyHandling, TrialRunning):
         keep_checkpoints: int = 3,
         loggers: Sequence[str] = ("csv",),
         quiet: bool = False,
-        heartbeat_interval: int | None = 10,
+        heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
         grace_period: int | None = None,
-        max_retry: int | None = 3,
+        max_retry: int | None = MAX_RETRY,
         strategy: Literal["sweep", "pbt"] = "sweep",
         pbt: Any = None,
         diagnostics: bool | Mapping[str, Any] = False,

@@ -9,12 +9,10 @@ import os
 import pathlib
 from typing import Any
 
-from optuna.trial import TrialState
-
 from lightning_tune._validation import check_int
 from lightning_tune.tuner.failfast import add_fail_fast_options
-from lightning_tune.tuner.loop import finished_trials, run_worker
-from lightning_tune.tuner.recovery import add_recovery_options
+from lightning_tune.tuner.loop import finished_trials, run_worker, trial_states
+from lightning_tune.tuner.recovery import HEARTBEAT_INTERVAL, MAX_RETRY, add_recovery_options
 from lightning_tune.tuner.storage import (
     check_storage,
     describe_storage,
@@ -48,12 +46,11 @@ def tune_with_workers(
     if settings["n_trials"] is None:
         raise ValueError("parallel workers need `n_trials` (finished trials to reach)")
     merged = {**cfg, **overrides}
+    interval = merged.get("heartbeat_interval", HEARTBEAT_INTERVAL) or None  # 0: off
     heartbeat = {
-        "heartbeat_interval": merged.get("heartbeat_interval", 10) or None,  # 0: off
-        "grace_period": merged.get("grace_period")
-        if merged.get("heartbeat_interval", 10)
-        else None,
-        "max_retry": merged.get("max_retry", 3),
+        "heartbeat_interval": interval,
+        "grace_period": merged.get("grace_period") if interval else None,
+        "max_retry": merged.get("max_retry", MAX_RETRY),
     }
     study = run_workers(
         cfg,
@@ -65,16 +62,13 @@ def tune_with_workers(
     )
     tuner = tuner_from_config(cfg, **overrides)
     result = tuner.result(report=True, plots=settings["plots"])
-    states: dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        states[trial.state.name] = states.get(trial.state.name, 0) + 1
     summary: dict[str, Any] = {
         "study": tuner.study_name,
         "study_dir": str(tuner.study_dir),
         "storage": tuner.storage_description,
         "workers": n_workers,
         "finished": finished_trials(study),
-        "states": states,
+        "states": trial_states(study),
     }
     try:
         summary.update(best_trial=result.best_trial.number, best_value=result.best_value)
@@ -125,16 +119,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     study = tuner.create_study()
     study.sampler.reseed_rng()  # workers on other machines use the same config and seed
     ran = run_worker(tuner, n_trials, timeout=args.timeout, name=f"worker {os.getpid()}")
-    states = {s.name: 0 for s in TrialState}
-    for trial in study.get_trials(deepcopy=False):
-        states[trial.state.name] += 1
     summary = {
         "study": args.study,
         "storage": describe_storage(storage),
         "ran": ran,
         "finished": finished_trials(study),
         "n_trials": n_trials,
-        "states": {k: v for k, v in states.items() if v},
+        "states": trial_states(study),
     }
     print(json.dumps({"worker": summary}))
     return 0
@@ -170,6 +161,6 @@ def add_worker_subcommand(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--output-dir", default=None, help="logs and checkpoints (local)")
-    add_recovery_options(parser, interval_default=10, max_retry=True)
+    add_recovery_options(parser, interval_default=HEARTBEAT_INTERVAL, max_retry=True)
     add_fail_fast_options(parser)
     parser.set_defaults(func=_cmd_worker)

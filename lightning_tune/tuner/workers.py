@@ -30,16 +30,18 @@ from typing import Any
 import optuna
 
 from lightning_tune._validation import check_int, check_optional
+from lightning_tune.tuner import loop
 from lightning_tune.tuner.grid import announce_grid
 
-# The loop every worker process runs (re-exported: it was defined here before).
-from lightning_tune.tuner.loop import (
+# The loop every worker process runs (re-exported in __all__: it was defined here before).
+from lightning_tune.tuner.loop import (  # noqa: F401
     FINISHED,
     SurplusTrialError,
     TooManyFailuresError,
     finished_trials,
     run_worker,
 )
+from lightning_tune.tuner.recovery import HEARTBEAT_INTERVAL, MAX_RETRY
 from lightning_tune.tuner.storage import (
     check_storage,
     describe_storage,
@@ -47,15 +49,7 @@ from lightning_tune.tuner.storage import (
     resolve_storage,
 )
 
-__all__ = [
-    "FINISHED",
-    "SurplusTrialError",
-    "TooManyFailuresError",
-    "finished_trials",
-    "run_worker",
-    "run_workers",
-    "worker_threads",
-]
+__all__ = [*loop.__all__, "run_workers", "worker_threads"]
 
 _ENV_THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -147,9 +141,9 @@ def run_workers(
     *,
     timeout: float | None = None,
     threads_per_worker: int | None = None,
-    heartbeat_interval: int | None = 10,
+    heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
     grace_period: int | None = None,
-    max_retry: int | None = 3,
+    max_retry: int | None = MAX_RETRY,
     overrides: Mapping[str, Any] | None = None,
 ) -> optuna.Study:
     """Run ``n_workers`` worker processes on one study until it has ``n_trials`` finished trials.

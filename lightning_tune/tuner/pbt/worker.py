@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from lightning_tune.tuner.pbt.population import (
 )
 from lightning_tune.tuner.pbt.segment import run_segment
 from lightning_tune.tuner.pruning import MetricNotFoundError
+from lightning_tune.tuner.recovery import repeating
 from lightning_tune.tuner.storage import heartbeat_enabled
 
 __all__ = ["run_pbt", "seed_population"]
@@ -141,22 +141,13 @@ def _heartbeat(storage: Any, trial_id: int) -> Iterator[None]:
     if not heartbeat_enabled(storage):
         yield
         return
-    stop = threading.Event()
-    interval = storage.get_heartbeat_interval()
-
-    def beat() -> None:
-        while True:
-            storage.record_heartbeat(trial_id)
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, name=f"pbt-heartbeat-{trial_id}", daemon=True)
-    thread.start()
-    try:
+    storage.record_heartbeat(trial_id)
+    with repeating(
+        lambda: storage.record_heartbeat(trial_id),
+        storage.get_heartbeat_interval(),
+        name=f"pbt-heartbeat-{trial_id}",
+    ):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _duplicate(study: optuna.Study, run: _Run, trial: optuna.Trial) -> str | None:
