@@ -26,7 +26,6 @@ from lightning_tune.diagnostics.probes import (
     ActivationProbe,
     grad_norms,
     layer_map,
-    norm_buffers,
     weight_stats,
 )
 
@@ -176,6 +175,7 @@ class TrainingDiagnostics(Callback):
         self._frozen: dict[str, torch.Tensor] = {}
         self._frozen_bn: dict[str, torch.Tensor] = {}
         self._layers: list[tuple[str, list[str]]] = []
+        self._watched = None
         self._dropouts: list[tuple[str, nn.Module]] = []
 
     @property
@@ -217,6 +217,7 @@ class TrainingDiagnostics(Callback):
             return
         self._reset_runtime()
         self._layers = layer_map(pl_module)
+        self._watched: list[tuple[str, nn.Module]] | None = None  # the probe's modules
         self._dropouts = [
             (n, m) for n, m in pl_module.named_modules() if isinstance(m, _EVAL_SENSITIVE)
         ]
@@ -343,11 +344,10 @@ class TrainingDiagnostics(Callback):
         """Compare frozen params / BN statistics with the last snapshot, then take a new one."""
         from lightning_tune.diagnostics.sampling import frozen_findings
 
-        found = frozen_findings(self, pl_module, step)
+        found, self._frozen_bn = frozen_findings(self, pl_module, step)
         self._frozen = {
             n: p.detach().clone() for n, p in pl_module.named_parameters() if not p.requires_grad
         }
-        self._frozen_bn = norm_buffers(pl_module)
         return found
 
     # ----------------------------------------------------------------------------- output

@@ -100,17 +100,22 @@ def grad_norms(
         grads = [params[n].grad for n in param_names if params[n].grad is not None]
         if grads:
             names.append(layer)
-            squares = torch.stack([g.detach().float().pow(2).sum() for g in grads])
-            values.append(squares.sum().sqrt())
+            norms = [torch.linalg.vector_norm(g.detach(), dtype=torch.float32) for g in grads]
+            values.append(torch.linalg.vector_norm(torch.stack(norms)))
     if not values:
         return []
     return list(zip(names, torch.stack(values).tolist()))
 
 
 def weight_stats(
-    layers: Sequence[tuple[str, list[str]]], params: dict[str, nn.Parameter]
+    layers: Sequence[tuple[str, list[str]]],
+    params: dict[str, nn.Parameter],
+    *,
+    max_only: bool = False,
 ) -> list[tuple[str, bool, bool, float]]:
     """Per layer with a weight matrix: (name, all zero, identical rows, max |w|).
+
+    ``max_only``: measure only max |w| (the other two are reported False).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
@@ -124,10 +129,13 @@ def weight_stats(
         weights = [params[n].detach() for n in param_names if params[n].ndim >= 2]
         if not weights:
             continue
-        w = weights[0].flatten(1).float()
-        zero = (w == 0).all()
-        identical = (w == w[:1]).all() if w.shape[0] > 1 else torch.zeros((), dtype=torch.bool)
         max_abs = torch.stack([v.abs().max().float() for v in weights]).max()
+        zero = identical = torch.zeros((), dtype=torch.bool)
+        if not max_only:
+            w = weights[0].flatten(1).float()
+            zero = (w == 0).all()
+            if w.shape[0] > 1:
+                identical = (w == w[:1]).all()
         names.append(layer)
         rows.append(torch.stack([zero.float(), identical.float(), max_abs]))
     if not rows:
@@ -157,7 +165,14 @@ class ActivationProbe:
         >>> probe.detach()
     """
 
-    def __init__(self, module: nn.Module, *, units: bool = True, nonfinite: bool = True) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        units: bool = True,
+        nonfinite: bool = True,
+        watched: list[tuple[str, nn.Module]] | None = None,
+    ) -> None:
         self.module = module
         self.units = units
         self.nonfinite = nonfinite
@@ -165,6 +180,16 @@ class ActivationProbe:
         self._dead: dict[str, torch.Tensor] = {}
         self._saturated: dict[str, torch.Tensor] = {}
         self._finite: list[tuple[str, torch.Tensor]] = []
+        self._watched = watched
+
+    def watched(self) -> list[tuple[str, nn.Module]]:
+        """The modules it hooks: activations (for units) and leaves (for non-finite outputs).
+
+        Pass the list to the next probe of the same module (``watched=``) to skip the walk.
+        """
+        if self._watched is None:
+            self._watched = list(self._targets())
+        return self._watched
 
     def _targets(self) -> Iterator[tuple[str, nn.Module]]:
         for name, mod in self.module.named_modules():
@@ -179,7 +204,7 @@ class ActivationProbe:
     def attach(self) -> None:
         """Install the hooks (one per watched module)."""
         self._dead, self._saturated, self._finite = {}, {}, []
-        for name, mod in self._targets():
+        for name, mod in self.watched():
             self._handles.append(mod.register_forward_hook(self._hook(name, mod)))
 
     def _hook(self, name: str, mod: nn.Module) -> Any:
@@ -188,7 +213,11 @@ class ActivationProbe:
                 return
             y = output.detach()
             if self.nonfinite:
-                self._finite.append((name, torch.isfinite(y).all()))
+                # A sum is finite only if every element is (NaN and inf propagate): one pass,
+                # no mask. Accumulated in float32 at least, so fp16 outputs do not overflow it.
+                self._finite.append(
+                    (name, y.sum(dtype=torch.promote_types(y.dtype, torch.float32)))
+                )
             if not self.units or y.ndim < 2 or name in self._dead or name in self._saturated:
                 return
             if isinstance(mod, ACTIVATIONS):
@@ -208,7 +237,7 @@ class ActivationProbe:
             if values:
                 out[key] = dict(zip(values, torch.stack(list(values.values())).tolist()))
         if self._finite:
-            flags = torch.stack([f for _, f in self._finite]).tolist()
+            flags = torch.isfinite(torch.stack([f for _, f in self._finite])).tolist()
             bad = [name for (name, _), ok in zip(self._finite, flags) if not ok]
             out["first_nonfinite"] = bad[0] if bad else None
         return out

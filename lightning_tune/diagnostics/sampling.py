@@ -51,7 +51,10 @@ def sample_start(
         diag._prev_x = None
     units = "activations" in diag.checks
     if units or "nonfinite" in diag.checks:
-        diag._probe = ActivationProbe(module, units=units, nonfinite="nonfinite" in diag.checks)
+        diag._probe = ActivationProbe(
+            module, units=units, nonfinite="nonfinite" in diag.checks, watched=diag._watched
+        )
+        diag._watched = diag._probe.watched()
         diag._probe.attach()
     if diag._loss_module is not None and not diag._losses:
         _watch_loss(diag, trainer, step)
@@ -140,7 +143,7 @@ def sample_end(
         entry["update_ratio"] = _update_ratios(diag)
         found += C.update_ratio_findings(diag._ratios, step, diag.thresholds)
     if "weights" in diag.checks:
-        stats = weight_stats(diag._layers, dict(module.named_parameters()))
+        stats = weight_stats(diag._layers, dict(module.named_parameters()), max_only=True)
         found += [
             f for f in C.weight_findings(stats, step, diag.thresholds) if f.code == "weights_huge"
         ]
@@ -192,9 +195,11 @@ def _update_ratios(diag: TrainingDiagnostics) -> dict[str, float]:
     for (name, before), params in zip(diag._before, diag._after):
         if not before:
             continue
-        delta = torch.stack([(p.detach() - b).float().pow(2).sum() for p, b in zip(params, before)])
-        base = torch.stack([b.float().pow(2).sum() for b in before])
-        dw, w = delta.sum().sqrt(), base.sum().sqrt()
+        norm = torch.linalg.vector_norm
+        dw = norm(
+            torch.stack([norm(p.detach() - b, dtype=torch.float32) for p, b in zip(params, before)])
+        )
+        w = norm(torch.stack([norm(b, dtype=torch.float32) for b in before]))
         ratios[name] = float(dw / w) if float(w) > 0 else math.nan
         diag._ratios.setdefault(name, deque(maxlen=_WINDOW)).append(ratios[name])
     diag._before, diag._after = [], []
@@ -203,8 +208,11 @@ def _update_ratios(diag: TrainingDiagnostics) -> dict[str, float]:
 
 def frozen_findings(
     diag: TrainingDiagnostics, module: pl.LightningModule, step: int
-) -> list[Finding]:
-    """Frozen parameters that changed and frozen BatchNorm statistics that drifted."""
+) -> tuple[list[Finding], dict[str, torch.Tensor]]:
+    """Frozen parameters that changed and frozen BatchNorm statistics that drifted.
+
+    Also returns copies of the frozen BatchNorm statistics now (the next snapshot).
+    """
     found: list[Finding] = []
     params = dict(module.named_parameters())
     for name, old in diag._frozen.items():
@@ -222,4 +230,4 @@ def frozen_findings(
             drift = float((new - old).abs().max())
             found.append(Finding("frozen_bn_drift", "warning", step, name, drift, "unchanged"))
             break
-    return found
+    return found, current
