@@ -9,42 +9,13 @@ group's peak, so every schedule stays a pure multiplier of the step.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from lightning_tune._validation import check_number
+
 __all__ = ["Schedule"]
-
-
-# ------------------------------------------------------------------------------ validation
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number, but got {name}={value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be finite, but got {name}={value!r}")
-    return float(value)
-
-
-def _in_range(name: str, value: Any, low: float, high: float, rule: str) -> float:
-    value = _number(name, value)
-    if not low <= value <= high:
-        raise ValueError(f"`{name}` must be {rule}, but got {name}={value!r}")
-    return value
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int (a number of steps), but got {name}={value!r}")
-    if value <= 0:
-        raise ValueError(f"`{name}` must be a positive number of steps, but got {name}={value!r}")
-    return value
-
-
-def _choice(name: str, value: Any, accepted: Sequence[str]) -> str:
-    if value not in accepted:
-        raise ValueError(f"`{name}` must be one of {list(accepted)}, but got {name}={value!r}")
-    return value
 
 
 def _check_min_lr(schedule: Any) -> None:
@@ -55,9 +26,9 @@ def _check_min_lr(schedule: Any) -> None:
     if isinstance(min_lr, Sequence) and not isinstance(min_lr, str):
         if not min_lr:
             raise ValueError("`min_lr` must be a float or a non-empty list, but got min_lr=[]")
-        values = tuple(_number(f"min_lr[{i}]", v) for i, v in enumerate(min_lr))
+        values = tuple(check_number(f"min_lr[{i}]", v) for i, v in enumerate(min_lr))
     else:
-        values = (_number("min_lr", min_lr),)
+        values = (check_number("min_lr", min_lr),)
     if any(v < 0 for v in values):
         raise ValueError(f"`min_lr` must be >= 0, but got min_lr={min_lr!r}")
     field = schedule.floor_field

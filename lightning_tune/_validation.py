@@ -1,8 +1,10 @@
 """Argument checks shared by every module: one wording, one place.
 
 Each ``check_*`` function returns the (normalised) value or raises ``TypeError`` for a value of
-the wrong type and ``ValueError`` for a value out of range. Messages name the argument, the rule
-and the value received: "`name` must be ..., but got name=value".
+the wrong type and ``ValueError`` for a value out of range (``type_error=ValueError`` keeps the
+few arguments that have always reported a wrong type as a bad value). Messages name the
+argument, the rule and the value received: "`name` must be ..., but got name=value";
+:func:`prefixed` puts where the argument belongs in front of them.
 
 Example:
     >>> check_int("patience", 3, minimum=0)
@@ -20,7 +22,8 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "describe_range",
     "fail",
     "parse_assignments",
+    "prefixed",
 ]
 
 T = TypeVar("T")
@@ -70,9 +74,10 @@ def describe_range(
 def _in_range(
     value: float, low: float | None, high: float | None, low_open: bool, high_open: bool
 ) -> bool:
-    if low is not None and (value <= low if low_open else value < low):
+    # Written so that NaN, for which every comparison is false, is outside any bound.
+    if low is not None and not (value > low if low_open else value >= low):
         return False
-    return not (high is not None and (value >= high if high_open else value > high))
+    return high is None or (value < high if high_open else value <= high)
 
 
 def check_int(
@@ -82,17 +87,25 @@ def check_int(
     minimum: int | None = None,
     maximum: int | None = None,
     what: str = "an int",
+    type_error: type[Exception] = TypeError,
 ) -> int:
     """An ``int`` (not a ``bool``) within ``[minimum, maximum]``.
+
+    ``what`` names the kind of value in the message; ``type_error`` is raised for a value of the
+    wrong type.
 
     Example:
         >>> check_int("every_n_steps", 0, minimum=1)
         Traceback (most recent call last):
         ...
         ValueError: `every_n_steps` must be an int >= 1, but got every_n_steps=0
+        >>> check_int("batch_size", "8", minimum=1, type_error=ValueError)
+        Traceback (most recent call last):
+        ...
+        ValueError: `batch_size` must be an int, but got batch_size='8'
     """
     if isinstance(value, bool) or not isinstance(value, int):
-        fail(name, what, value, TypeError)
+        fail(name, what, value, type_error)
     if not _in_range(value, minimum, maximum, False, False):
         fail(name, f"{what} {describe_range(minimum, maximum)}", value)
     return value
@@ -107,8 +120,14 @@ def check_number(
     low_open: bool = False,
     high_open: bool = False,
     finite: bool = True,
+    what: str = "a number",
+    type_error: type[Exception] = TypeError,
 ) -> float:
     """A real number (``int`` or ``float``, not ``bool``), finite by default, within a range.
+
+    ``finite=False`` lets ``inf`` and ``-inf`` through (and NaN when no bound is given: NaN is
+    outside every bound). ``what`` names the kind of value in the message; ``type_error`` is
+    raised for a value of the wrong type.
 
     Example:
         >>> check_number("momentum", 1.5, low=0, high=1)
@@ -119,14 +138,24 @@ def check_number(
         Traceback (most recent call last):
         ...
         TypeError: `lr` must be a number, but got lr='0.1'
+        >>> check_number("max_norm", float("inf"), low=0, low_open=True, finite=False)
+        inf
+        >>> check_number("max_norm", float("nan"), low=0, low_open=True, finite=False)
+        Traceback (most recent call last):
+        ...
+        ValueError: `max_norm` must be a number > 0, but got max_norm=nan
+        >>> check_number("timeout", -1, low=0, low_open=True, what="a number of seconds")
+        Traceback (most recent call last):
+        ...
+        ValueError: `timeout` must be a number of seconds > 0, but got timeout=-1
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        fail(name, "a number", value, TypeError)
+        fail(name, what, value, type_error)
     if finite and not math.isfinite(value):
         fail(name, "finite", value)
     if not _in_range(value, low, high, low_open, high_open):
         bounds = describe_range(low, high, low_open=low_open, high_open=high_open)
-        fail(name, f"a number {bounds}", value)
+        fail(name, f"{what} {bounds}", value)
     return float(value)
 
 
@@ -167,6 +196,26 @@ def check_optional(check: Any, name: str, value: Any, **kwargs: Any) -> Any:
         True
     """
     return None if value is None else check(name, value, **kwargs)
+
+
+@contextmanager
+def prefixed(prefix: str) -> Iterator[None]:
+    """Put ``prefix`` (where the argument belongs) in front of a check's message.
+
+    A ``TypeError`` or ``ValueError`` raised inside is raised again, of the same type, as
+    "prefix: message".
+
+    Example:
+        >>> with prefixed("search space `lr`"):
+        ...     check_number("low", "a")
+        Traceback (most recent call last):
+        ...
+        TypeError: search space `lr`: `low` must be a number, but got low='a'
+    """
+    try:
+        yield
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{prefix}: {err}") from None
 
 
 def check_names(name: str, values: Any, accepted: Iterable[str]) -> list[str]:

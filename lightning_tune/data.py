@@ -18,20 +18,11 @@ from torch.utils.data import (
 )
 
 from lightning_tune._lightning import LightningDataModule
+from lightning_tune._validation import check_int, check_number
 
 __all__ = ["DigitsDataModule"]
 
 _ALL_DIGITS = tuple(range(10))
-
-
-def _check_fraction(name: str, value: float, *, allow_one: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a float, but got {value!r} ({type(value).__name__})")
-    upper_ok = value <= 1.0 if allow_one else value < 1.0
-    if not (value > 0.0 and upper_ok):
-        accepted = "(0, 1]" if allow_one else "(0, 1)"
-        raise ValueError(f"`{name}` must be in {accepted}, but got {name}={value!r}")
-    return float(value)
 
 
 @functools.lru_cache(maxsize=8)
@@ -119,11 +110,6 @@ class _ResumableLoader(DataLoader):
         self.sampler.load_state_dict(state_dict)  # type: ignore[union-attr]
 
 
-def _check_batch_size(batch_size: Any) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int, but got {batch_size=!r}")
-
-
 class DigitsDataModule(LightningDataModule):
     """The 1,797 8x8 handwritten digits bundled with scikit-learn, as images for timm models.
 
@@ -169,21 +155,19 @@ class DigitsDataModule(LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if isinstance(image_size, bool) or not isinstance(image_size, int):
-            raise TypeError(f"`image_size` must be an int, but got {image_size!r}")
-        if image_size < 8:
-            raise ValueError(
-                f"`image_size` must be >= 8 (the digits are 8x8), but got {image_size=}"
-            )
-        _check_batch_size(batch_size)
+        check_int("image_size", image_size, minimum=8)  # the digits are 8x8
+        check_int("batch_size", batch_size, minimum=1, type_error=ValueError)
         if channels not in (1, 3):
             raise ValueError(f"`channels` must be 1 or 3, but got {channels=!r}")
         if num_workers < 0:
             raise ValueError(f"`num_workers` must be >= 0, but got {num_workers=}")
         self.classes: tuple[int, ...] = self._check_classes(classes)
-        self.train_fraction = _check_fraction("train_fraction", train_fraction, allow_one=True)
-        self.val_fraction = _check_fraction("val_fraction", val_fraction, allow_one=False)
-        self.test_fraction = _check_fraction("test_fraction", test_fraction, allow_one=False)
+        self.train_fraction = check_number(
+            "train_fraction", train_fraction, low=0, low_open=True, high=1
+        )
+        inside = {"low": 0, "low_open": True, "high": 1, "high_open": True}  # in (0, 1)
+        self.val_fraction = check_number("val_fraction", val_fraction, **inside)
+        self.test_fraction = check_number("test_fraction", test_fraction, **inside)
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError(
                 "`val_fraction + test_fraction` must be < 1 so the training split is not empty, "
@@ -315,7 +299,7 @@ class DigitsDataModule(LightningDataModule):
             raise ValueError(f"`split` must be one of {list(sets)}, but got split={split!r}")
         if batch_size is None:
             batch_size = self.batch_size
-        _check_batch_size(batch_size)
+        check_int("batch_size", batch_size, minimum=1, type_error=ValueError)
         self.setup()
         dataset = getattr(self, sets[split])
         settings: dict[str, Any] = {

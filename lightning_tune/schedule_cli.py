@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from lightning_tune._validation import parse_assignments
+from lightning_tune._validation import check_int, check_number, parse_assignments
 from lightning_tune.callbacks.lr_schedule import INTERVALS, LRSchedule
 from lightning_tune.schedules import SCHEDULES, WARMUP_MODES
 
@@ -38,14 +38,10 @@ def preview_schedule(
         >>> [round(lr, 4) for lr in lrs]
         [0.0, 0.05, 0.1, 0.0854, 0.05, 0.0146]
     """
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int):
-        raise TypeError(f"`total_steps` must be an int, but got {total_steps=!r}")
-    if total_steps <= 0:
-        raise ValueError(f"`total_steps` must be > 0, but got {total_steps=!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"`lr` must be a number > 0, but got {lr=!r}")
+    check_int("total_steps", total_steps, minimum=1)
+    lr = check_number("lr", lr, low=0, low_open=True, finite=False, type_error=ValueError)
     callback = LRSchedule(schedule, **kwargs)
-    lrs = callback.preview(total_steps, lr=float(lr), steps_per_epoch=steps_per_epoch)
+    lrs = callback.preview(total_steps, lr=lr, steps_per_epoch=steps_per_epoch)
     if path is not None:
         momentum = None
         if callback.cycle_momentum:

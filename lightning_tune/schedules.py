@@ -30,15 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from lightning_tune._schedule_base import (
-    Schedule,
-    _check_min_lr,
-    _choice,
-    _in_range,
-    _need_total,
-    _number,
-    _positive_int,
-)
+from lightning_tune._schedule_base import Schedule, _check_min_lr, _need_total
+from lightning_tune._validation import check_choice, check_int, check_number, check_optional
 
 __all__ = [
     "ANNEAL_MODES",
@@ -136,7 +129,7 @@ class Cosine(Schedule):
     floor_field: ClassVar[str | None] = "min_factor"
 
     def __post_init__(self) -> None:
-        _in_range("min_factor", self.min_factor, 0.0, 1.0, "in [0, 1]")
+        check_number("min_factor", self.min_factor, low=0, high=1)
         _check_min_lr(self)
 
     def __call__(self, step: float, total: int | None = None) -> float:
@@ -165,7 +158,7 @@ class Linear(Schedule):
     floor_field: ClassVar[str | None] = "end_factor"
 
     def __post_init__(self) -> None:
-        _in_range("end_factor", self.end_factor, 0.0, 1.0, "in [0, 1]")
+        check_number("end_factor", self.end_factor, low=0, high=1)
         _check_min_lr(self)
 
     def __call__(self, step: float, total: int | None = None) -> float:
@@ -196,10 +189,8 @@ class StableDecay(Schedule):
     needs_total: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _in_range("decay", self.decay, 0.0, 1.0, "in (0, 1]")
-        if self.decay == 0:
-            raise ValueError(f"`decay` must be in (0, 1], but got decay={self.decay!r}")
-        _in_range("min_factor", self.min_factor, 0.0, 1.0, "in [0, 1]")
+        check_number("decay", self.decay, low=0, low_open=True, high=1)
+        check_number("min_factor", self.min_factor, low=0, high=1)
 
     def __call__(self, step: float, total: int | None = None) -> float:
         total = _need_total(self, total)
@@ -229,9 +220,8 @@ class Polynomial(Schedule):
     floor_field: ClassVar[str | None] = "end_factor"
 
     def __post_init__(self) -> None:
-        if _number("power", self.power) <= 0:
-            raise ValueError(f"`power` must be > 0, but got power={self.power!r}")
-        _in_range("end_factor", self.end_factor, 0.0, 1.0, "in [0, 1]")
+        check_number("power", self.power, low=0, low_open=True)
+        check_number("end_factor", self.end_factor, low=0, high=1)
         _check_min_lr(self)
 
     def __call__(self, step: float, total: int | None = None) -> float:
@@ -253,9 +243,7 @@ class Exponential(Schedule):
     gamma: float = 0.99
 
     def __post_init__(self) -> None:
-        _in_range("gamma", self.gamma, 0.0, 1.0, "in (0, 1]")
-        if self.gamma == 0:
-            raise ValueError(f"`gamma` must be in (0, 1], but got gamma={self.gamma!r}")
+        check_number("gamma", self.gamma, low=0, low_open=True, high=1)
 
     def __call__(self, step: float, total: int | None = None) -> float:
         return self.gamma**step
@@ -274,8 +262,8 @@ class Step(Schedule):
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
-        _positive_int("step_size", self.step_size)
-        _in_range("gamma", self.gamma, 0.0, 1.0, "in [0, 1]")
+        check_int("step_size", self.step_size, minimum=1)
+        check_number("gamma", self.gamma, low=0, high=1)
 
     def __call__(self, step: float, total: int | None = None) -> float:
         return self.gamma ** (step // self.step_size)
@@ -297,14 +285,14 @@ class MultiStep(Schedule):
         milestones = tuple(self.milestones)
         if not milestones:
             raise ValueError("`milestones` must list at least one step, but got milestones=()")
-        for value in milestones:
-            _positive_int("milestones[i]", value)
+        for i, value in enumerate(milestones):
+            check_int(f"milestones[{i}]", value, minimum=1)
         if list(milestones) != sorted(set(milestones)):
             raise ValueError(
                 f"`milestones` must be strictly increasing, but got milestones={milestones!r}"
             )
         object.__setattr__(self, "milestones", milestones)
-        _in_range("gamma", self.gamma, 0.0, 1.0, "in [0, 1]")
+        check_number("gamma", self.gamma, low=0, high=1)
 
     def __call__(self, step: float, total: int | None = None) -> float:
         return self.gamma ** bisect.bisect_right(self.milestones, step)
@@ -345,18 +333,16 @@ class Cyclic(Schedule):
     floor_field: ClassVar[str | None] = "base_factor"
 
     def __post_init__(self) -> None:
-        _positive_int("step_size_up", self.step_size_up)
-        if self.step_size_down is not None:
-            _positive_int("step_size_down", self.step_size_down)
-        _choice("mode", self.mode, CYCLIC_MODES)
-        if not 0 < _number("gamma", self.gamma) <= 1:
-            raise ValueError(f"`gamma` must be in (0, 1], but got gamma={self.gamma!r}")
-        _in_range(
+        check_int("step_size_up", self.step_size_up, minimum=1)
+        check_optional(check_int, "step_size_down", self.step_size_down, minimum=1)
+        check_choice("mode", self.mode, CYCLIC_MODES)
+        check_number("gamma", self.gamma, low=0, low_open=True, high=1)
+        check_number(
             "base_factor",
             self.base_factor,
-            0.0,
-            1.0,
-            "in [0, 1] (base_lr / max_lr; max_lr must be >= base_lr)",
+            low=0,
+            high=1,
+            what="a number (base_lr / max_lr; max_lr must be >= base_lr)",
         )
         if self.min_lr is not None:
             object.__setattr__(self, "base_factor", 0.0)
@@ -435,18 +421,12 @@ class CosineRestarts(Schedule):
     floor_field: ClassVar[str | None] = "min_factor"
 
     def __post_init__(self) -> None:
-        _positive_int("period", self.period)
-        if _number("period_mult", self.period_mult) < 1:
-            raise ValueError(
-                f"`period_mult` must be >= 1, but got period_mult={self.period_mult!r}"
-            )
-        _in_range("min_factor", self.min_factor, 0.0, 1.0, "in [0, 1]")
-        if not 0 < _number("decay", self.decay) <= 1:
-            raise ValueError(f"`decay` must be in (0, 1], but got decay={self.decay!r}")
-        if self.cycle_limit is not None:
-            _positive_int("cycle_limit", self.cycle_limit)
-        if _number("k_decay", self.k_decay) <= 0:
-            raise ValueError(f"`k_decay` must be > 0, but got k_decay={self.k_decay!r}")
+        check_int("period", self.period, minimum=1)
+        check_number("period_mult", self.period_mult, low=1)
+        check_number("min_factor", self.min_factor, low=0, high=1)
+        check_number("decay", self.decay, low=0, low_open=True, high=1)
+        check_optional(check_int, "cycle_limit", self.cycle_limit, minimum=1)
+        check_number("k_decay", self.k_decay, low=0, low_open=True)
         _check_min_lr(self)
 
     def _cycle_start(self, i: int) -> float:
@@ -514,19 +494,15 @@ class OneCycle(Schedule):
 
     def __post_init__(self) -> None:
         limit = 0.5 if self.three_phase else 1.0
-        pct = _number("pct_start", self.pct_start)
+        pct = check_number("pct_start", self.pct_start)
         if not 0 < pct < limit:
             raise ValueError(
                 f"`pct_start` must be in (0, {limit}){' with three_phase=True' * self.three_phase}"
                 f", but got pct_start={self.pct_start!r}"
             )
-        if _number("div_factor", self.div_factor) < 1:
-            raise ValueError(f"`div_factor` must be >= 1, but got div_factor={self.div_factor!r}")
-        if _number("final_div_factor", self.final_div_factor) < 1:
-            raise ValueError(
-                f"`final_div_factor` must be >= 1, but got final_div_factor={self.final_div_factor!r}"
-            )
-        _choice("anneal", self.anneal, ANNEAL_MODES)
+        check_number("div_factor", self.div_factor, low=1)
+        check_number("final_div_factor", self.final_div_factor, low=1)
+        check_choice("anneal", self.anneal, ANNEAL_MODES)
 
     def _phase(self, step: float, total: int) -> tuple[int, float]:
         # The same phase boundaries as torch's OneCycleLR, including its float end steps.

@@ -16,7 +16,7 @@ import timm
 import torch
 from torch import nn
 
-from lightning_tune._validation import check_bool
+from lightning_tune._validation import check_bool, check_int, check_optional
 from lightning_tune.weights import (
     WeightsFileNotFoundError,
     check_loaded,
@@ -186,10 +186,7 @@ def create_model(
         3
     """
     _check_model_name(model_name)
-    if num_classes is not None and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-    ):
-        raise ValueError(f"`num_classes` must be an int >= 1, but got {num_classes=!r}")
+    check_optional(check_int, "num_classes", num_classes, minimum=1, type_error=ValueError)
     check_bool("strict", strict)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes

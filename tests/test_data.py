@@ -71,7 +71,11 @@ def test_train_fraction_keeps_a_stratified_subset_and_leaves_val_alone():
         ({"classes": [1, 12]}, ValueError, r"unknown classes \[12\]"),
         ({"classes": [3]}, ValueError, "at least 2 digits"),
         ({"classes": "0123"}, TypeError, "iterable of digits"),
-        ({"train_fraction": 0.0}, ValueError, r"`train_fraction` must be in \(0, 1\]"),
+        (
+            {"train_fraction": 0.0},
+            ValueError,
+            r"`train_fraction` must be a number > 0 and <= 1, but got train_fraction=0.0",
+        ),
         ({"val_fraction": 0.6, "test_fraction": 0.4}, ValueError, "training split is not empty"),
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"image_size": 4}, ValueError, "image_size"),
@@ -177,5 +181,5 @@ def test_dataloader_rejects_unknown_split_and_bad_batch_size():
     dm = DigitsDataModule(image_size=8)
     with pytest.raises(ValueError, match=r"`split` must be one of .*split='validation'"):
         dm.dataloader("validation")
-    with pytest.raises(ValueError, match=r"`batch_size` must be a positive int.*batch_size=0"):
+    with pytest.raises(ValueError, match=r"`batch_size` must be an int >= 1, but got batch_size=0"):
         dm.dataloader("train", batch_size=0)

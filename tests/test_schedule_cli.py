@@ -23,7 +23,9 @@ def test_preview_matches_the_callback_and_writes_a_png(tmp_path):
 
 
 def test_preview_rejects_bad_lengths():
-    with pytest.raises(ValueError, match="`total_steps` must be > 0"):
+    with pytest.raises(
+        ValueError, match="`total_steps` must be an int >= 1, but got total_steps=0"
+    ):
         preview_schedule(total_steps=0)
     with pytest.raises(ValueError, match=r"warmup \(10 steps\) must be shorter than the run"):
         preview_schedule(total_steps=10, warmup=10)

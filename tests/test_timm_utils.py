@@ -153,10 +153,12 @@ def test_unknown_model_suggests_close_names():
         create_model("resnet_18")
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.5])
-def test_num_classes_must_be_positive(bad):
+@pytest.mark.parametrize(
+    ("bad", "rule"), [(0, "an int >= 1"), (-3, "an int >= 1"), (2.5, "an int")]
+)
+def test_num_classes_must_be_positive(bad, rule):
     with pytest.raises(
-        ValueError, match=f"`num_classes` must be an int >= 1, but got num_classes={bad}"
+        ValueError, match=f"`num_classes` must be {rule}, but got num_classes={bad}"
     ):
         create_model("test_resnet", num_classes=bad)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from lightning_utilities.core.rank_zero import rank_zero_warn
 
-from lightning_tune._validation import check_int
+from lightning_tune._validation import check_int, check_number, check_optional
 from lightning_tune.callbacks._milestones import check_moment, describe, to_steps
 from lightning_tune.callbacks.lr_schedule import LRSchedule
 from lightning_tune.timm_utils import find_timm_model, finetuning_groups
@@ -82,17 +82,12 @@ def _check_milestones(
 
 
 def _check_rates(lr_decay: Any, lr: Any, weight_decay: Any) -> None:
-    if isinstance(lr_decay, bool) or not isinstance(lr_decay, (int, float)):
-        raise TypeError(f"`lr_decay` must be a float, but got {lr_decay=!r}")
-    if not 0 < lr_decay <= 1:
-        raise ValueError(f"`lr_decay` must be in (0, 1], but got {lr_decay=}")
-    for name, value in (("lr", lr), ("weight_decay", weight_decay)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise TypeError(f"`{name}` must be a float or None, but got {name}={value!r}")
-    if lr is not None and not lr > 0:
-        raise ValueError(f"`lr` must be > 0 or None, but got {lr=}")
-    if weight_decay is not None and weight_decay < 0:
-        raise ValueError(f"`weight_decay` must be >= 0 or None, but got {weight_decay=}")
+    check_number("lr_decay", lr_decay, low=0, low_open=True, high=1)
+    check_optional(check_number, "lr", lr, low=0, low_open=True, finite=False)
+    # A NaN weight_decay has always been accepted (it passes `weight_decay < 0`); check_number
+    # refuses it (NaN is outside every bound), so it is let through here to keep the behaviour.
+    if not (isinstance(weight_decay, float) and math.isnan(weight_decay)):
+        check_optional(check_number, "weight_decay", weight_decay, low=0, finite=False)
 
 
 def _check_groups(groups: Any, model_attribute: Any) -> list[list[str]] | None:

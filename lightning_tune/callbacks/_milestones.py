@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
-from lightning_tune._validation import check_choice, fail
+from lightning_tune._validation import check_choice, check_number, fail
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -37,8 +37,7 @@ def check_moment(name: str, value: Any, unit: str, *, minimum: int = 0) -> int |
     check_choice("unit", unit, UNITS)
     low = "[0, 1)" if minimum == 0 else "(0, 1)"
     rule = f"an int >= {minimum} ({unit}s) or a float in {low} (a fraction of the run)"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        fail(name, rule, value, TypeError)
+    check_number(name, value, finite=False, what=rule)  # the type; the rule is checked below
     if isinstance(value, float):
         if not (0 <= value < 1 and (minimum == 0 or value > 0)):
             fail(name, rule, value)

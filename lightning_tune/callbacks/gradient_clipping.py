@@ -23,6 +23,7 @@ from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
 from lightning_tune._lightning import Callback, classes
+from lightning_tune._validation import check_int, check_number, check_optional
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -44,29 +45,6 @@ CLIPPING_MODES: dict[str, str] = {
     "adaptive": "clip_factor",
     "auto": "percentile",
 }
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number, but got {name}={value!r}")
-    return float(value)
-
-
-def _positive(name: str, value: Any) -> float:
-    value = _number(name, value)
-    if not value > 0 or math.isnan(value):
-        raise ValueError(f"`{name}` must be > 0, but got {name}={value!r}")
-    return value
-
-
-def _optional_count(name: str, value: Any, minimum: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int or None, but got {name}={value!r}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum} or None, but got {name}={value!r}")
-    return value
 
 
 def unitwise_norm(x: torch.Tensor, norm_type: float = 2.0) -> torch.Tensor:
@@ -168,27 +146,28 @@ class GradientClipping(Callback):
                 f"`mode` must be one of {sorted(CLIPPING_MODES)}, but got mode={mode!r}"
             )
         self.mode: ClippingMode = mode
-        self.max_norm = _positive("max_norm", max_norm)
-        self.norm_type = _positive("norm_type", norm_type)
-        self.clip_value = _positive("clip_value", clip_value)
-        self.clip_factor = _positive("clip_factor", clip_factor)
-        self.eps = _positive("eps", eps)
-        self.percentile = _number("percentile", percentile)
-        if not 0 < self.percentile <= 100:
-            raise ValueError(f"`percentile` must be in (0, 100], but got percentile={percentile!r}")
-        self.history_size = _optional_count("history_size", history_size, 1)
+        positive = {"low": 0, "low_open": True, "finite": False}  # inf is a valid threshold
+        self.max_norm = check_number("max_norm", max_norm, **positive)
+        self.norm_type = check_number("norm_type", norm_type, **positive)
+        self.clip_value = check_number("clip_value", clip_value, **positive)
+        self.clip_factor = check_number("clip_factor", clip_factor, **positive)
+        self.eps = check_number("eps", eps, **positive)
+        self.percentile = check_number("percentile", percentile, low=0, low_open=True, high=100)
+        self.history_size = check_optional(check_int, "history_size", history_size, minimum=1)
         if exclude is not None and (isinstance(exclude, str) or not isinstance(exclude, Iterable)):
             raise TypeError(
                 f"`exclude` must be a sequence of parameter-name patterns or None, "
                 f"but got exclude={exclude!r}"
             )
         self.exclude: tuple[str, ...] | None = None if exclude is None else tuple(exclude)
-        self.log_every_n_steps = _optional_count("log_every_n_steps", log_every_n_steps, 0)
+        self.log_every_n_steps = check_optional(
+            check_int, "log_every_n_steps", log_every_n_steps, minimum=0
+        )
         if not isinstance(skip_non_finite, bool):
             raise TypeError(f"`skip_non_finite` must be a bool, but got {skip_non_finite=!r}")
         self.skip_non_finite = skip_non_finite
-        self.max_consecutive_skips = _optional_count(
-            "max_consecutive_skips", max_consecutive_skips, 1
+        self.max_consecutive_skips = check_optional(
+            check_int, "max_consecutive_skips", max_consecutive_skips, minimum=1
         )
         self.skipped_steps = 0
         self.consecutive_skips = 0

@@ -13,6 +13,7 @@ from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
 from lightning_tune._lightning import Callback
+from lightning_tune._validation import check_int, check_number
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -139,14 +140,8 @@ class LabelSmoothing(Callback):
         one_sided: bool = False,
     ) -> None:
         super().__init__()
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
-            raise TypeError(f"`epsilon` must be a float, but got epsilon={epsilon!r}")
-        if not 0 <= epsilon < 1:
-            raise ValueError(f"`epsilon` must be in [0, 1), but got epsilon={epsilon!r}")
-        if isinstance(anneal_epochs, bool) or not isinstance(anneal_epochs, int):
-            raise TypeError(f"`anneal_epochs` must be an int, but got {anneal_epochs=!r}")
-        if anneal_epochs < 0:
-            raise ValueError(f"`anneal_epochs` must be >= 0, but got {anneal_epochs=!r}")
+        epsilon = check_number("epsilon", epsilon, low=0, high=1, high_open=True)
+        check_int("anneal_epochs", anneal_epochs, minimum=0)
         if loss_attribute is not None and (
             not isinstance(loss_attribute, str) or not loss_attribute
         ):
@@ -157,7 +152,7 @@ class LabelSmoothing(Callback):
             raise ValueError(
                 "`one_sided=True` softens positive labels of binary targets, but got binary=False"
             )
-        self.epsilon = float(epsilon)
+        self.epsilon = epsilon
         self.anneal_epochs = anneal_epochs
         self.loss_attribute = loss_attribute
         self.binary = binary

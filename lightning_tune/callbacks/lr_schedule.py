@@ -11,6 +11,7 @@ from typing_extensions import override
 
 from lightning_tune._compat import check_trainer
 from lightning_tune._lightning import Callback
+from lightning_tune._validation import check_int, prefixed
 from lightning_tune.callbacks._lr_settings import (
     INTERVALS,
     build_schedule,
@@ -479,11 +480,13 @@ class LRSchedule(Callback):
         for j in range(len(starts), len(groups)):
             group = groups[j]
             group.setdefault("initial_lr", group["lr"])
-            warm = group.get("warmup_steps", 0)
-            if isinstance(warm, bool) or not isinstance(warm, int) or warm < 0:
-                raise ValueError(
-                    f"param group {group.get('name', j)!r} of optimizer {i} has "
-                    f"warmup_steps={warm!r}; it must be an int >= 0 (optimizer steps)"
+            with prefixed(f"param group {group.get('name', j)!r} of optimizer {i}"):
+                check_int(
+                    "warmup_steps",
+                    group.get("warmup_steps", 0),
+                    minimum=0,
+                    what="an int (optimizer steps)",
+                    type_error=ValueError,
                 )
             starts.append(step)
         for j in range(len(plans), len(groups)):

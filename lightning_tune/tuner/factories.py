@@ -51,6 +51,8 @@ from optuna.samplers import (
     TPESampler,
 )
 
+from lightning_tune._validation import check_int, prefixed
+
 __all__ = [
     "MULTI_OBJECTIVE_SAMPLERS",
     "PRUNERS",
@@ -136,10 +138,8 @@ def _check_kwargs(
 
 
 def _int_at_least(pruner: str, key: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"pruner {pruner!r}: `{key}` must be an int >= {minimum}, but got {key}={value!r}"
-        )
+    with prefixed(f"pruner {pruner!r}"):
+        check_int(key, value, minimum=minimum, type_error=ValueError)
 
 
 def _hyperband_defaults(kwargs: dict[str, Any], max_resource: int | None) -> None:

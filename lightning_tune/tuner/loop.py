@@ -25,7 +25,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from lightning_tune._validation import check_int, check_optional
+from lightning_tune._validation import check_int, check_number, check_optional
 from lightning_tune.tuner.failfast import FailureStreak, TooManyFailuresError
 from lightning_tune.tuner.grid import SpaceGridSampler, grid_slots_left
 from lightning_tune.tuner.pruning import MetricNotFoundError
@@ -37,6 +37,7 @@ __all__ = [
     "FINISHED",
     "SurplusTrialError",
     "TooManyFailuresError",
+    "check_timeout",
     "finished_trials",
     "run_worker",
     "trial_states",
@@ -44,6 +45,29 @@ __all__ = [
 
 #: Trial states that count towards ``n_trials``.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def check_timeout(timeout: Any) -> float | None:
+    """None, or a number of seconds > 0 (``inf``: no limit); any other value is a ValueError.
+
+    Example:
+        >>> check_timeout(60), check_timeout(None)
+        (60.0, None)
+        >>> check_timeout(0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `timeout` must be a number of seconds > 0, but got timeout=0
+    """
+    return check_optional(
+        check_number,
+        "timeout",
+        timeout,
+        low=0,
+        low_open=True,
+        finite=False,
+        what="a number of seconds",
+        type_error=ValueError,
+    )
 
 
 class SurplusTrialError(RuntimeError):
@@ -183,8 +207,7 @@ def run_worker(
         ValueError: `n_trials` must be an int >= 1, but got n_trials=0
     """
     check_int("n_trials", n_trials, minimum=1)
-    if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
-        raise ValueError(f"`timeout` must be > 0 seconds or None, but got {timeout=!r}")
+    check_timeout(timeout)
     if getattr(tuner, "strategy", "sweep") == "pbt":  # the population defines the work
         from lightning_tune.tuner.pbt.worker import run_pbt
 

@@ -12,7 +12,6 @@ For conditional spaces pass a function ``suggest(trial) -> dict`` instead of a m
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,13 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from lightning_tune._validation import check_bool
+from lightning_tune._validation import (
+    check_bool,
+    check_int,
+    check_number,
+    check_optional,
+    prefixed,
+)
 
 __all__ = [
     "Categorical",
@@ -42,24 +47,19 @@ _CHOICE_TYPES = (type(None), bool, int, float, str)
 
 
 def _number(name: str, field: str, value: Any, *, integer: bool = False) -> Any:
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        expected = "an int" if integer else "a number"
-        raise TypeError(
-            f"search space `{name}`: `{field}` must be {expected}, but got {value!r} "
-            f"({type(value).__name__})"
-        )
-    if not integer and not math.isfinite(value):
-        raise ValueError(f"search space `{name}`: `{field}` must be finite, but got {value!r}")
+    """``field`` of spec ``name``: an int, or a finite number (returned as given)."""
+    with prefixed(f"search space `{name}`"):
+        if integer:
+            check_int(field, value)
+        else:
+            check_number(field, value)
     return value
 
 
 def _flag(name: str, field: str, value: Any) -> None:
     # YAML reads `log: 'false'` as a non-empty (true) string: only real booleans count.
-    try:
+    with prefixed(f"search space `{name}`"):
         check_bool(field, value)
-    except TypeError as err:
-        raise TypeError(f"search space `{name}`: {err}") from None
 
 
 def _check_range(name: str, low: float, high: float, log: bool) -> None:
@@ -76,13 +76,8 @@ def _check_range(name: str, low: float, high: float, log: bool) -> None:
 
 
 def _check_grid_points(name: str, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-        raise ValueError(
-            f"search space `{name}`: `grid_points` must be an int >= 2, but got "
-            f"grid_points={value!r}"
-        )
+    with prefixed(f"search space `{name}`"):
+        check_optional(check_int, "grid_points", value, minimum=2, type_error=ValueError)
 
 
 @dataclass(frozen=True)

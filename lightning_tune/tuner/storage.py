@@ -42,6 +42,7 @@ import optuna
 from optuna.storages import InMemoryStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+from lightning_tune._validation import check_int, check_optional
 from lightning_tune.tuner.recovery import HEARTBEAT_INTERVAL, MAX_RETRY
 from lightning_tune.tuner.storage_files import (
     StorageError,
@@ -170,10 +171,7 @@ def _check_heartbeat(
     heartbeat_interval: int | None, grace_period: int | None, max_retry: int | None
 ) -> None:
     for name, value in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise TypeError(f"`{name}` must be an int (seconds) or None, but got {value!r}")
-        if value is not None and value < 1:
-            raise ValueError(f"`{name}` must be >= 1 second or None, but got {name}={value}")
+        check_optional(check_int, name, value, minimum=1, what="an int (seconds)")
     if grace_period is not None and heartbeat_interval is None:
         raise ValueError(
             f"`grace_period`={grace_period} needs `heartbeat_interval` (crash recovery is off "
@@ -188,12 +186,7 @@ def _check_heartbeat(
             f"`grace_period` must be > `heartbeat_interval`, but got grace_period={grace_period}, "
             f"heartbeat_interval={heartbeat_interval} (a live trial would be failed)"
         )
-    if max_retry is not None and (
-        isinstance(max_retry, bool) or not isinstance(max_retry, int) or max_retry < 0
-    ):
-        raise ValueError(
-            f"`max_retry` must be an int >= 0 or None (unlimited), but got {max_retry!r}"
-        )
+    check_optional(check_int, "max_retry", max_retry, minimum=0, type_error=ValueError)
 
 
 class _SQLiteConnection(sqlite3.Connection):

@@ -28,7 +28,7 @@ from lightning_tune.tuner.failfast import (
     accepted_kwargs,
 )
 from lightning_tune.tuner.grid import announce_grid
-from lightning_tune.tuner.loop import run_worker
+from lightning_tune.tuner.loop import check_timeout, run_worker
 from lightning_tune.tuner.objectives import Objectives
 from lightning_tune.tuner.pruning import MetricNotFoundError
 from lightning_tune.tuner.recovery import HEARTBEAT_INTERVAL, MAX_RETRY
@@ -79,14 +79,8 @@ _OPTUNA_TRIAL_LOG = "optuna.study._optimize"
 def _check_budget(n_trials: int | None, timeout: float | None) -> None:
     if n_trials is None and timeout is None:
         raise ValueError("give `n_trials` and/or `timeout`, so that the sweep ends")
-    if n_trials is not None and (
-        isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials <= 0
-    ):
-        raise ValueError(f"`n_trials` must be an int > 0, but got {n_trials=!r}")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-    ):
-        raise ValueError(f"`timeout` must be > 0 seconds, but got {timeout=!r}")
+    check_optional(check_int, "n_trials", n_trials, minimum=1, type_error=ValueError)
+    check_timeout(timeout)
 
 
 class _Progress:

@@ -358,9 +358,13 @@ def test_explicit_groups_for_a_plain_module(trainer_kwargs):
     ("kwargs", "error", "match"),
     [
         ({"strategy": "all"}, ValueError, r"`strategy` must be one of \['gradual'"),
-        ({"lr_decay": 0.0}, ValueError, r"`lr_decay` must be in \(0, 1\], but got lr_decay=0.0"),
-        ({"lr_decay": 1.5}, ValueError, r"`lr_decay` must be in \(0, 1\]"),
-        ({"lr_decay": "0.5"}, TypeError, r"`lr_decay` must be a float"),
+        (
+            {"lr_decay": 0.0},
+            ValueError,
+            r"`lr_decay` must be a number > 0 and <= 1, but got lr_decay=0.0",
+        ),
+        ({"lr_decay": 1.5}, ValueError, r"`lr_decay` must be a number > 0 and <= 1"),
+        ({"lr_decay": "0.5"}, TypeError, r"`lr_decay` must be a number"),
         ({"milestones": [2, 2]}, ValueError, r"strictly increasing.*milestones=\[2, 2\]"),
         ({"milestones": [1], "unfreeze_at_epoch": 1}, ValueError, "either `milestones` or"),
         (

@@ -292,10 +292,18 @@ def test_smoothing_is_switched_off_when_a_step_fails(trainer_kwargs):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"epsilon": -0.1}, ValueError, r"`epsilon` must be in \[0, 1\), but got epsilon=-0.1"),
-        ({"epsilon": 1.0}, ValueError, r"`epsilon` must be in \[0, 1\), but got epsilon=1.0"),
-        ({"epsilon": "0.1"}, TypeError, r"`epsilon` must be a float, but got epsilon='0.1'"),
-        ({"anneal_epochs": -1}, ValueError, r"`anneal_epochs` must be >= 0"),
+        (
+            {"epsilon": -0.1},
+            ValueError,
+            r"`epsilon` must be a number >= 0 and < 1, but got epsilon=-0.1",
+        ),
+        (
+            {"epsilon": 1.0},
+            ValueError,
+            r"`epsilon` must be a number >= 0 and < 1, but got epsilon=1.0",
+        ),
+        ({"epsilon": "0.1"}, TypeError, r"`epsilon` must be a number, but got epsilon='0.1'"),
+        ({"anneal_epochs": -1}, ValueError, r"`anneal_epochs` must be an int >= 0"),
         ({"one_sided": True, "binary": False}, ValueError, r"`one_sided=True`.*binary=False"),
         ({"loss_attribute": ""}, TypeError, r"`loss_attribute` must be a name or None"),
     ],

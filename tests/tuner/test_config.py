@@ -134,7 +134,7 @@ def test_cli_tune_runs_continues_and_passes_tuned_values_to_callbacks(
             {"sampler": {"name": "grid"}},
             r"search space `epsilon`: a float under sampler='grid' needs `grid_points`",
         ),
-        ({"n_trials": 0}, r"`n_trials` must be an int > 0, but got n_trials=0"),
+        ({"n_trials": 0}, r"`n_trials` must be an int >= 1, but got n_trials=0"),
         ({"storage": "mysql:/db"}, r"`storage`='mysql:/db'"),
         (
             {

@@ -225,7 +225,7 @@ def test_a_storage_object_is_used_as_is(tmp_path):
         (
             {"heartbeat_interval": 0},
             ValueError,
-            r"`heartbeat_interval` must be >= 1 .*got heartbeat_interval=0",
+            r"`heartbeat_interval` must be an int \(seconds\) >= 1, but got heartbeat_interval=0",
         ),
         ({"heartbeat_interval": 1.5}, TypeError, r"`heartbeat_interval` must be an int"),
         ({"heartbeat_interval": True}, TypeError, r"`heartbeat_interval` must be an int"),

@@ -402,10 +402,10 @@ def test_a_search_space_name_no_class_takes_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("n_trials", "timeout", "match"),
     [
-        (0, None, r"`n_trials` must be an int > 0, but got n_trials=0"),
-        (-2, None, r"`n_trials` must be an int > 0"),
+        (0, None, r"`n_trials` must be an int >= 1, but got n_trials=0"),
+        (-2, None, r"`n_trials` must be an int >= 1"),
         (None, None, r"give `n_trials` and/or `timeout`"),
-        (None, 0, r"`timeout` must be > 0 seconds"),
+        (None, 0, r"`timeout` must be a number of seconds > 0, but got timeout=0"),
     ],
 )
 def test_bad_budgets(tmp_path, n_trials, timeout, match):

@@ -8,6 +8,7 @@ from typing import Any
 
 from optuna.pruners import NopPruner
 
+from lightning_tune._validation import check_int, prefixed
 from lightning_tune.tuner.pbt.apply import HOOK, OPTIMIZER_KEYS
 from lightning_tune.tuner.pbt.options import PBTConfig
 from lightning_tune.tuner.space import Fixed
@@ -150,11 +151,8 @@ def _check_segments(config: PBTConfig, trainer_kwargs: Any, max_epochs: int) -> 
             "validates within epochs; remove it (use check_val_every_n_epoch and "
             "pbt.interval_unit='validation' to count validations)"
         )
-    if every is None or isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(
-            "strategy='pbt' ranks members on a validation at each segment's end, so it needs "
-            f"check_val_every_n_epoch to be an int >= 1, but got {every!r}"
-        )
+    with prefixed("strategy='pbt' ranks members on a validation at each segment's end"):
+        check_int("check_val_every_n_epoch", every, minimum=1, type_error=ValueError)
     step = config.epoch_interval(every)
     if step % every:
         raise ValueError(
