@@ -84,10 +84,7 @@ def _check_milestones(
 def _check_rates(lr_decay: Any, lr: Any, weight_decay: Any) -> None:
     check_number("lr_decay", lr_decay, low=0, low_open=True, high=1)
     check_optional(check_number, "lr", lr, low=0, low_open=True, finite=False)
-    # A NaN weight_decay has always been accepted (it passes `weight_decay < 0`); check_number
-    # refuses it (NaN is outside every bound), so it is let through here to keep the behaviour.
-    if not (isinstance(weight_decay, float) and math.isnan(weight_decay)):
-        check_optional(check_number, "weight_decay", weight_decay, low=0, finite=False)
+    check_optional(check_number, "weight_decay", weight_decay, low=0, finite=False)
 
 
 def _check_groups(groups: Any, model_attribute: Any) -> list[list[str]] | None:

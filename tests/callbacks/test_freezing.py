@@ -365,6 +365,10 @@ def test_explicit_groups_for_a_plain_module(trainer_kwargs):
         ),
         ({"lr_decay": 1.5}, ValueError, r"`lr_decay` must be a number > 0 and <= 1"),
         ({"lr_decay": "0.5"}, TypeError, r"`lr_decay` must be a number"),
+        ({"weight_decay": -0.1}, ValueError, r"`weight_decay` must be a number >= 0"),
+        # NaN would turn every weight NaN at the first decayed step.
+        ({"weight_decay": float("nan")}, ValueError, r"`weight_decay` must be a number >= 0"),
+        ({"lr": float("nan")}, ValueError, r"`lr` must be a number > 0"),
         ({"milestones": [2, 2]}, ValueError, r"strictly increasing.*milestones=\[2, 2\]"),
         ({"milestones": [1], "unfreeze_at_epoch": 1}, ValueError, "either `milestones` or"),
         (
