@@ -469,7 +469,8 @@ class OneCycle(Schedule):
     Two phases (up to the peak over ``pct_start`` of the run, then down to
     ``1 / (div_factor * final_div_factor)``) or, with ``three_phase``, up, back down to
     ``1 / div_factor`` and then the final annihilation. Multipliers are of the peak
-    (torch's ``max_lr``): the run starts at ``1 / div_factor``.
+    (torch's ``max_lr``): the run starts at ``1 / div_factor``. Past ``total`` the last value
+    is held (torch raises).
 
     Args:
         pct_start: fraction of the run spent going up, in (0, 1) (below 0.5 for three phases).
@@ -517,7 +518,9 @@ class OneCycle(Schedule):
         start = 0.0
         for i, end in enumerate(ends):
             if step <= end or i == len(ends) - 1:
-                return i, (step - start) / (end - start)
+                # torch divides by zero for a phase of no length (pct_start * total == 1) and
+                # raises past the end; here such a phase is over and the last value is held
+                return i, min(1.0, (step - start) / (end - start)) if end > start else 1.0
             start = end
         raise AssertionError("unreachable")  # pragma: no cover
 
