@@ -49,6 +49,12 @@ class Target:
     functions: frozenset[str] | None = None  # qualnames to mutate; None: every function
 
     @property
+    def test_files(self) -> tuple[str, ...]:
+        """``tests`` and, beside each, its ``*_edges.py`` file of boundary tests if there is one."""
+        edges = [t.replace(".py", "_edges.py") for t in self.tests]
+        return self.tests + tuple(e for e in edges if (ROOT / e).exists())
+
+    @property
     def path(self) -> pathlib.Path:
         return ROOT / (self.module.replace(".", "/") + ".py")
 
@@ -143,6 +149,34 @@ EQUIVALENT: dict[str, str] = {
 }
 
 
+# More verdicts, one per line, in tools/mutation_verdicts.txt:
+#   EQUIVALENT <key> => <why no test can tell the mutant apart>
+#   CLOSED <key> => <the test written since that kills it>
+#   REMOVED <key> => <where the mutated check lives now and the test that covers it there>
+# A "[L<line>]" in the text ties the verdict to the mutant on that line (of the recorded run's
+# commit) when one key stands for two mutants (the same constant twice in one function).
+VERDICTS = ROOT / "tools" / "mutation_verdicts.txt"
+REMOVED: dict[str, str] = {}
+
+
+def _load_verdicts(path: pathlib.Path) -> None:
+    tables = {"EQUIVALENT": EQUIVALENT, "CLOSED": CLOSED, "REMOVED": REMOVED}
+    for text in path.read_text().splitlines() if path.exists() else []:
+        if not text.strip() or text.startswith("#"):
+            continue
+        kind, rest = text.split(" ", 1)
+        key, value = rest.rsplit(" => ", 1)
+        line = re.search(r"\s*\[(L\d+)\]\s*", value)
+        if line:
+            key, value = f"{line[1]} {key}", (value[: line.start()] + " " + value[line.end() :])
+        tables[kind][key] = value.strip()
+
+
+def verdict(table: dict[str, str], mutant: Mutant) -> str | None:
+    """The entry of ``table`` for ``mutant``: by its line first, then by its key."""
+    return table.get(f"L{mutant.line} {mutant.key}", table.get(mutant.key))
+
+
 def collect(target: Target) -> tuple[ast.Module, list[Mutant]]:
     tree = ast.parse(target.path.read_text(), str(target.path))
     collector = _Collector(target, STRINGS)
@@ -228,7 +262,7 @@ def record(target: Target, workdir: pathlib.Path) -> dict[str, Any]:
             import pytest
 
             recorder = _Recorder(str(target.path))
-            args = [*_PYTEST, "-p", "no:randomly", *target.tests, str(target.path)]
+            args = [*_PYTEST, "-p", "no:randomly", *target.test_files, str(target.path)]
             code = pytest.main(args, plugins=[recorder])
             out.write_text(
                 json.dumps(
@@ -291,7 +325,7 @@ def run(
     import pytest
 
     # import torch, Lightning, timm and the test modules once, before forking
-    everything = sorted({t for target in targets for t in target.tests})
+    everything = sorted({t for target in targets for t in target.test_files})
     code = pytest.main([*_PYTEST, "--collect-only", *everything])
     if code not in (0, 5):
         raise SystemExit(f"collecting the tests failed (exit {code})")
@@ -311,9 +345,10 @@ def run(
             while queue and len(running) < jobs:
                 mutant = queue.pop(0)
                 tests = _tests_for(mutant, recorded)
-                if mutant.key in EQUIVALENT or not tests:
-                    if mutant.key in EQUIVALENT:
-                        mutant.status, mutant.reason = "equivalent", EQUIVALENT[mutant.key]
+                reason = verdict(EQUIVALENT, mutant)
+                if reason is not None or not tests:
+                    if reason is not None:
+                        mutant.status, mutant.reason = "equivalent", reason
                     else:
                         mutant.status = "not run by any test"
                     print(f"  {mutant.status:>18}   0.0 s  L{mutant.line} {mutant.key}")
@@ -392,17 +427,27 @@ Timing note: measured on a shared machine; wall times vary several-fold with the
 
 
 def write_report(results: list[Mutant], seconds: float, path: pathlib.Path, command: str) -> None:
-    by_target: dict[str, list[Mutant]] = defaultdict(list)
-    for mutant in results:
-        by_target[mutant.target].append(mutant)
+    survived = [m for m in results if not m.status.startswith(("killed", "equivalent", "pending"))]
+    # Survivors closed since by a new test (or whose code is gone, the check covered elsewhere).
+    after = [
+        dataclasses.replace(m, status="killed") if m in survived and _since(m) != ")" else m
+        for m in results
+    ]
+    by_target: dict[str, list[tuple[Mutant, Mutant]]] = defaultdict(list)
+    for mutant, later in zip(results, after):
+        by_target[mutant.target].append((mutant, later))
     lines = [
         _HEADER,
         "## Result",
         "",
-        "| module | mutants | score |",
-        "|---|---|---|",
-        *(f"| {name} | {len(ms)} | {_score(ms)} |" for name, ms in by_target.items()),
-        f"| **all** | {len(results)} | **{_score(results)}** |",
+        "| module | mutants | score of the run | with the survivors closed since |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {len(pairs)} | {_score([m for m, _ in pairs])} | "
+            f"{_score([a for _, a in pairs])} |"
+            for name, pairs in by_target.items()
+        ),
+        f"| **all** | {len(results)} | **{_score(results)}** | **{_score(after)}** |",
         "",
         f"Wall time: {seconds / 60:.1f} min (`nice -n 19 {command}`)."
         if seconds
@@ -411,20 +456,28 @@ def write_report(results: list[Mutant], seconds: float, path: pathlib.Path, comm
         "## Survivors",
         "",
     ]
-    survivors = [m for m in results if not m.status.startswith(("killed", "equivalent", "pending"))]
+    survivors = survived
     lines += [
         f"- `{m.target}` `{m.function}` line {m.line}: `{m.before}` -> `{m.after}` ({m.status}"
-        + (f"; closed since by `{CLOSED[m.key]}`)" if m.key in CLOSED else ")")
+        + _since(m)
         for m in survivors
     ] or ["None."]
-    closed = [m for m in survivors if m.key in CLOSED]
+    closed = [m for m in survivors if _since(m) != ")"]
     if closed:
-        after = [dataclasses.replace(m, status="killed") if m in closed else m for m in results]
         lines += ["", f"With the {len(closed)} closed survivors: {_score(after)}."]
     lines += ["", "## Equivalent mutants", ""]
     lines += [f"- `{m.key}`: {m.reason}" for m in results if m.status == "equivalent"] or ["None."]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+
+
+def _since(mutant: Mutant) -> str:
+    closed, removed = verdict(CLOSED, mutant), verdict(REMOVED, mutant)
+    if closed:
+        return f"; closed since by `{closed}`)"
+    if removed:
+        return f"; the code is gone, the check now: {removed})"
+    return ")"
 
 
 _LOG_LINE = re.compile(
@@ -448,8 +501,9 @@ def from_logs(paths: list[str]) -> list[Mutant]:
             before, after = rest.split(" -> ", 1)
             mutant = Mutant(target, function, int(match["line"] or 0), before, after, None)
             mutant.status, mutant.seconds = match["status"], float(match["seconds"])
-            if key in EQUIVALENT:
-                mutant.status, mutant.reason = "equivalent", EQUIVALENT[key]
+            reason = verdict(EQUIVALENT, mutant)
+            if reason is not None and not mutant.status.startswith("killed"):
+                mutant.status, mutant.reason = "equivalent", reason
             results.append(mutant)
     return results
 
@@ -467,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         "--report", default=str(ROOT / "docs/benchmarks/mutation.md"), help="output"
     )
     args = parser.parse_args(argv)
+    _load_verdicts(VERDICTS)
     targets = [t for t in TARGETS if not args.module or t.name in args.module]
     if args.module:  # in the order asked for
         targets.sort(key=lambda t: args.module.index(t.name))
