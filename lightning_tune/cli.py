@@ -68,19 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ConnectionError,
         ImportError,
     )
-    try:
-        from optuna.exceptions import StorageInternalError
+    from optuna.exceptions import StorageInternalError
 
-        expected += (StorageInternalError,)
-    except ImportError:  # pragma: no cover - optuna is a dependency
-        pass
-    try:
-        from lightning_tune.tuner.loop import TooManyFailuresError
-        from lightning_tune.tuner.storage_files import StorageError
+    from lightning_tune.tuner.loop import TooManyFailuresError
+    from lightning_tune.tuner.storage_files import StorageError
 
-        expected += (TooManyFailuresError, StorageError)
-    except ImportError:  # pragma: no cover - the tuner is optional
-        pass
+    expected += (StorageInternalError, TooManyFailuresError, StorageError)
     try:
         return int(args.func(args) or 0)
     except expected as err:

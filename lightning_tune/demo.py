@@ -71,20 +71,15 @@ def run_demo(
 
 
 def demo_callbacks() -> list[Any]:
-    """The callbacks the demo trains with (those of this package that have landed)."""
-    import lightning_tune.callbacks as cb
+    """The callbacks the demo trains with."""
+    from lightning_tune.callbacks import EarlyStopping, GradientClipping, LabelSmoothing, LRSchedule
 
-    callbacks: list[Any] = []
-    for name, kwargs in (
-        ("LRSchedule", {"warmup": 0.1, "schedule": "cosine"}),
-        ("GradientClipping", {"max_norm": 1.0}),
-        ("LabelSmoothing", {"epsilon": 0.1}),
-        ("EarlyStopping", {"monitor": "val_loss", "patience": 3}),
-    ):
-        factory = getattr(cb, name, None)
-        if factory is not None:
-            callbacks.append(factory(**kwargs))
-    return callbacks
+    return [
+        LRSchedule(warmup=0.1, schedule="cosine"),
+        GradientClipping(max_norm=1.0),
+        LabelSmoothing(epsilon=0.1),
+        EarlyStopping(monitor="val_loss", patience=3),
+    ]
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -114,14 +114,6 @@ class TimmClassifier(LightningModule):
             for name, names in layer_groups(self.model, coarse=coarse)
         ]
 
-    def backbone_layer_groups(self, coarse: bool = False) -> list[tuple[str, list[str]]]:
-        """Layer groups without the classifier's parameters (empty groups dropped)."""
-        head = set(self.classifier_parameter_names)
-        groups = [
-            (name, [n for n in names if n not in head]) for name, names in self.layer_groups(coarse)
-        ]
-        return [(name, names) for name, names in groups if names]
-
     # ---------------------------------------------------------------------------- optimization
     def _no_decay(self, name: str, param: nn.Parameter) -> bool:
         skip = getattr(self.model, "no_weight_decay", lambda: set())()

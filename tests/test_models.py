@@ -53,9 +53,9 @@ def test_structure_for_freezing_callbacks():
     module = TimmClassifier("test_vit", num_classes=4, model_kwargs={"img_size": 16})
     assert module.classifier is module.model.head
     assert module.classifier_parameter_names == ["model.head.weight", "model.head.bias"]
-    backbone = module.backbone_layer_groups()
-    assert all("model.head.weight" not in names for _, names in backbone)
-    assert backbone[0][1][0].startswith("model.")
+    groups = module.layer_groups()
+    assert set(module.classifier_parameter_names) <= set(groups[-1][1])  # the head: last group
+    assert all(n.startswith("model.") for _, names in groups for n in names)
 
 
 def test_sgd_with_momentum_and_hyperparameters_round_trip(tmp_path, trainer_kwargs):

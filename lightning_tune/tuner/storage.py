@@ -43,7 +43,7 @@ from optuna.storages import InMemoryStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from lightning_tune._validation import check_int, check_optional
-from lightning_tune.tuner.recovery import HEARTBEAT_INTERVAL, MAX_RETRY
+from lightning_tune.tuner.recovery import MAX_RETRY
 from lightning_tune.tuner.storage_files import (
     StorageError,
     journal_error,
@@ -60,7 +60,6 @@ __all__ = [
     "SQLITE_TIMEOUT_S",
     "StorageSpec",
     "check_storage",
-    "default_parallel_storage",
     "describe_storage",
     "heartbeat_enabled",
     "heartbeat_settings",
@@ -542,34 +541,3 @@ def resolve_storage(
         return _journal(target.expanduser().resolve())
     url = _sqlite_file(target) if kind == "sqlite" else target
     return _rdb(url, heartbeat_interval, grace_period, max_retry)
-
-
-def default_parallel_storage(
-    study_dir: pathlib.Path | str,
-    *,
-    heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
-    grace_period: int | None = None,
-    max_retry: int | None = MAX_RETRY,
-) -> optuna.storages.BaseStorage:
-    """The storage for several worker processes on one machine: the study's SQLite file.
-
-    It is the same ``study_dir/study.db`` that ``resolve_storage(None, ...)`` opens (so a sweep
-    started with one worker continues with several), in WAL mode with a 60 s busy timeout, and
-    with Optuna's heartbeat on so that the trials of a killed worker are failed and retried.
-    Why not the journal file: see the module docstring (no heartbeat in Optuna's journal
-    storage). On a network file system use a PostgreSQL URL instead.
-
-    Example:
-        >>> import tempfile
-        >>> storage = default_parallel_storage(tempfile.mkdtemp(), heartbeat_interval=5)
-        >>> type(storage).__name__, heartbeat_enabled(storage)
-        ('RDBStorage', True)
-    """
-    return resolve_storage(
-        None,
-        study_dir,
-        in_memory_ok=False,
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
-        max_retry=max_retry,
-    )

@@ -21,7 +21,6 @@ from optuna.trial import TrialState
 import lightning_tune.tuner.storage as storage_module
 from lightning_tune.tuner.storage import (
     check_storage,
-    default_parallel_storage,
     describe_storage,
     heartbeat_enabled,
     mask_url,
@@ -253,8 +252,10 @@ def test_a_heartbeat_needs_a_persistent_rdb_storage(tmp_path, spec):
         resolve_storage(spec.format(d=tmp_path), tmp_path, heartbeat_interval=5)
 
 
-def test_default_parallel_storage_is_the_study_db_with_a_heartbeat(tmp_path):
-    storage = default_parallel_storage(tmp_path, heartbeat_interval=3, grace_period=7)
+def test_the_default_storage_with_a_heartbeat_is_the_study_db(tmp_path):
+    storage = resolve_storage(
+        None, tmp_path, in_memory_ok=False, heartbeat_interval=3, grace_period=7
+    )
     assert isinstance(storage, RDBStorage)
     assert (storage.heartbeat_interval, storage.grace_period) == (3, 7)
     assert heartbeat_enabled(storage)
