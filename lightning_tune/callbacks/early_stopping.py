@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import os
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 
 #: ``mode`` -> (is ``a`` better than ``b``, symbol for messages, worst possible value).
 MODES: dict[str, tuple[Any, str, float]] = {
-    "min": (lambda a, b: a < b, "<", math.inf),
-    "max": (lambda a, b: a > b, ">", -math.inf),
+    "min": (operator.lt, "<", math.inf),  # no lambdas: the callback must pickle (ddp_spawn)
+    "max": (operator.gt, ">", -math.inf),
 }
 #: ``min_delta_mode`` -> the margin an improvement must exceed, given ``min_delta`` and the best.
 DELTA_MODES: dict[str, Any] = {
@@ -287,19 +288,24 @@ class EarlyStopping(LightningEarlyStopping):
                     f"EarlyStopping: {self.monitor} improved to {value:.6g} "
                     f"at epoch {trainer.current_epoch}"
                 )
-            return
-        completed = trainer.current_epoch + int(at_epoch_end)
-        allowed = completed >= (trainer.min_epochs or 0) and trainer.global_step >= (
-            trainer.min_steps or 0
-        )
-        stop = trainer.strategy.reduce_boolean_decision(stop and allowed, all=False)
+            stop = False
+        else:
+            completed = trainer.current_epoch + int(at_epoch_end)
+            allowed = completed >= (trainer.min_epochs or 0) and trainer.global_step >= (
+                trainer.min_steps or 0
+            )
+            stop = stop and allowed
+        # Every rank takes part in this collective, improved or not (else DDP hangs when the
+        # ranks' metrics differ); any rank's stop stops all.
+        stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:
             trainer.should_stop = True
             self.stopped_epoch = trainer.current_epoch
-            self.stopping_reason = reason
-            self.stopping_reason_message = message
-            if self.verbose:
-                log.info(f"EarlyStopping: {message}")
+            if message is not None:  # else: stopped by another rank
+                self.stopping_reason = reason
+                self.stopping_reason_message = message
+                if self.verbose:
+                    log.info(f"EarlyStopping: {message}")
 
     def _evaluate(
         self, current: float, value: float
