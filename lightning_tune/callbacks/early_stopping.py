@@ -180,6 +180,7 @@ class EarlyStopping(LightningEarlyStopping):
         self._on_epoch_end = bool(self.check_on_train_epoch_end)
         self._warned_missing = False
         self._restored = False  # loaded from a checkpoint and not checked since
+        self._pending: float | None = None  # the metric of a validation before the epoch's check
 
     @property
     @override
@@ -231,8 +232,14 @@ class EarlyStopping(LightningEarlyStopping):
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._on_epoch_end and not self._skip(trainer):
+        if self._skip(trainer):
+            return
+        if not self._on_epoch_end:
             self._check(trainer, pl_module, at_epoch_end=trainer.is_last_batch)
+        elif self.monitor in trainer.callback_metrics:
+            # Checked at this epoch's end. Kept in the state: a checkpoint written now (at the
+            # end of this validation) resumes at that check with no metric logged.
+            self._pending = float(trainer.callback_metrics[self.monitor].squeeze())
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -261,11 +268,17 @@ class EarlyStopping(LightningEarlyStopping):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, at_epoch_end: bool
     ) -> None:
         restored, self._restored = self._restored, False
+        pending, self._pending = self._pending, None
         if restored and self.monitor not in trainer.callback_metrics:
             # Resumed from a checkpoint written at the end of a validation: Lightning ends that
-            # validation again without running it, and this check is already in the state.
-            return
-        current = self._metric(trainer)
+            # validation (and the train epoch) again without running it, so nothing is logged.
+            # A check at validation end is already in the state; one at the epoch's end uses
+            # the value that validation logged (kept in the state).
+            if pending is None:
+                return
+            current: float | None = pending
+        else:
+            current = self._metric(trainer)
         if current is None or trainer.current_epoch < self.start_from_epoch:
             return
         value = current
@@ -406,6 +419,8 @@ class EarlyStopping(LightningEarlyStopping):
         }
         if self._best_weights is not None:
             state["best_weights"] = self._best_weights
+        if self._pending is not None:
+            state["pending"] = self._pending
         return state
 
     @override
@@ -423,4 +438,5 @@ class EarlyStopping(LightningEarlyStopping):
         )
         self.stopping_reason_message = state_dict.get("stopping_reason_message")
         self._best_weights = state_dict.get("best_weights")
+        self._pending = state_dict.get("pending")
         self._restored = True

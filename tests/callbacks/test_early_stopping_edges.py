@@ -354,11 +354,6 @@ def test_resume_from_a_checkpoint_written_at_validation_end(
         assert resumed.state_dict() == full.state_dict()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: with checks at train-epoch end, a checkpoint written at validation end "
-    "predates that epoch's check, and on resume the replayed check has no metric and is skipped",
-)
 @pytest.mark.filterwarnings(RESUME_WARNING)
 def test_resume_after_validation_with_checks_at_train_epoch_end(trainer_kwargs, tmp_path):
     trainer, full, resumed = resume_after_validation(trainer_kwargs, tmp_path)
