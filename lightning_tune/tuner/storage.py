@@ -36,7 +36,7 @@ from __future__ import annotations
 import pathlib
 import re
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import optuna
 from optuna.storages import InMemoryStorage, RDBStorage
@@ -309,7 +309,14 @@ def _password(url: str) -> str | None:
         return None
 
 
-def _check_url(storage: str, in_memory_ok: bool) -> tuple[str, str]:
+class _Plan(NamedTuple):
+    """What :func:`resolve_storage` will open: the kind of storage and its target."""
+
+    kind: Literal["object", "memory", "journal", "sqlite", "url"]
+    target: Any  # the storage object, a path (journal, sqlite), a URL, or None (memory)
+
+
+def _check_url(storage: str, in_memory_ok: bool) -> _Plan:
     """Validate a SQLAlchemy URL without connecting: ``("sqlite", path)`` or ``("url", url)``."""
     from sqlalchemy.engine import make_url
 
@@ -360,9 +367,9 @@ def _check_url(storage: str, in_memory_ok: bool) -> tuple[str, str]:
                     "processes cannot see; use a file ('sqlite:////abs/path/study.db') or a "
                     "database server URL"
                 )
-            return "url", storage
-        return "sqlite", database
-    return "url", storage
+            return _Plan("url", storage)
+        return _Plan("sqlite", database)
+    return _Plan("url", storage)
 
 
 def _plan(
@@ -372,11 +379,11 @@ def _plan(
     heartbeat_interval: int | None,
     grace_period: int | None,
     max_retry: int | None,
-) -> tuple[str, Any]:
+) -> _Plan:
     """Check ``storage`` and say what to open, without touching any file or server."""
     _check_heartbeat(heartbeat_interval, grace_period, max_retry)
     if isinstance(storage, optuna.storages.BaseStorage):
-        return "object", storage
+        return _Plan("object", storage)
     if isinstance(storage, pathlib.PurePath):
         storage = str(storage)
     if storage is not None and not isinstance(storage, str):
@@ -390,7 +397,7 @@ def _plan(
         "in-memory storages have no heartbeat, so dead workers' trials cannot be detected"
     )
     if storage is None:
-        return "sqlite", pathlib.Path(study_dir) / "study.db"
+        return _Plan("sqlite", pathlib.Path(study_dir) / "study.db")
     if storage in _MEMORY:
         if not in_memory_ok:
             raise ValueError(
@@ -399,7 +406,7 @@ def _plan(
             )
         if heartbeat_interval is not None:
             raise ValueError(no_heartbeat)
-        return "memory", None
+        return _Plan("memory", None)
     if storage.startswith(_JOURNAL_PREFIX) or (
         not _URL.match(storage) and storage.endswith(_JOURNAL_SUFFIXES)
     ):
@@ -411,17 +418,17 @@ def _plan(
             )
         if heartbeat_interval is not None:
             raise ValueError(no_heartbeat)
-        return "journal", pathlib.Path(path_text)
+        return _Plan("journal", pathlib.Path(path_text))
     if not _URL.match(storage):
         if storage.endswith(_SQLITE_SUFFIXES):
-            return "sqlite", pathlib.Path(storage)
+            return _Plan("sqlite", pathlib.Path(storage))
         raise ValueError(
             f"`storage`={mask_url(storage)!r} is not understood. Accepted: {ACCEPTED_STORAGES}"
         )
     kind, target = _check_url(storage, in_memory_ok)
     if kind == "url" and heartbeat_interval is not None and target.startswith("sqlite"):
         raise ValueError(no_heartbeat.replace("needs an RDB storage", "needs a persistent storage"))
-    return kind, pathlib.Path(target) if kind == "sqlite" else target
+    return _Plan(kind, pathlib.Path(target) if kind == "sqlite" else target)
 
 
 def check_storage(
