@@ -82,10 +82,16 @@ TARGETS = [
     Target(
         "lr_settings",
         "lightning_tune.callbacks._lr_settings",
-        (_LR, "tests/callbacks/test_freezing_steps.py"),
+        (
+            _LR,
+            "tests/callbacks/test_lr_schedule_settings_edges.py",
+            "tests/callbacks/test_freezing_steps.py",
+        ),
     ),
     Target(
-        "freezing", "lightning_tune.callbacks.freezing", ("tests/callbacks/test_freezing.py", _LR)
+        "freezing",
+        "lightning_tune.callbacks.freezing",
+        (_FREEZE, "tests/callbacks/test_freezing_steps.py", _LR),
     ),
     Target(
         "freezing_plan",
