@@ -47,8 +47,8 @@ def test_the_inclusive_limits_are_accepted(make, step, total, expected):
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda: CosineRestarts(period=2, decay=0.0), r"`decay` must be in \(0, 1\]"),
-        (lambda: CosineRestarts(period=2, decay=1.5), r"`decay` must be in \(0, 1\]"),
+        (lambda: CosineRestarts(period=2, decay=0.0), r"`decay` must be a number > 0 and <= 1"),
+        (lambda: CosineRestarts(period=2, decay=1.5), r"`decay` must be a number > 0 and <= 1"),
         (lambda: OneCycle(pct_start=0.0), r"`pct_start` must be in \(0, 1.0\)"),
         (lambda: OneCycle(pct_start=1.0), r"`pct_start` must be in \(0, 1.0\)"),
         (lambda: OneCycle(pct_start=1.5), r"`pct_start` must be in \(0, 1.0\)"),
@@ -56,9 +56,9 @@ def test_the_inclusive_limits_are_accepted(make, step, total, expected):
             lambda: OneCycle(pct_start=0.5, three_phase=True),
             r"`pct_start` must be in \(0, 0.5\) with three_phase=True",
         ),
-        (lambda: OneCycle(div_factor=0.99), "`div_factor` must be >= 1"),
-        (lambda: OneCycle(final_div_factor=0.99), "`final_div_factor` must be >= 1"),
-        (lambda: Exponential(gamma=0.0), r"`gamma` must be in \(0, 1\]"),
+        (lambda: OneCycle(div_factor=0.99), "`div_factor` must be a number >= 1"),
+        (lambda: OneCycle(final_div_factor=0.99), "`final_div_factor` must be a number >= 1"),
+        (lambda: Exponential(gamma=0.0), r"`gamma` must be a number > 0 and <= 1"),
     ],
     ids=[
         "decay-0",

@@ -199,7 +199,9 @@ def test_a_group_without_lr_scale_warms_up_to_its_own_lr(trainer_kwargs):
 @pytest.mark.parametrize("warm", [-1, 2.5, True, "3"])
 def test_a_groups_own_warmup_must_be_a_count_of_steps(trainer_kwargs, warm):
     module = Plain(groups=[{"name": "body", "warmup_steps": warm}])
-    with pytest.raises(ValueError, match=r"param group 'body' of optimizer 0 has warmup_steps="):
+    with pytest.raises(
+        ValueError, match=r"param group 'body' of optimizer 0: `warmup_steps` must be an int"
+    ):
         _fit(trainer_kwargs, [LRSchedule("cosine")], module)
 
 
