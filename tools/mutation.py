@@ -36,6 +36,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import pytest
 from mutants import Mutant, _codes, _Collector, _compile, _live_functions
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -224,17 +225,44 @@ class _Recorder:
         self.hits: dict[str, set[str]] = defaultdict(set)  # qualname -> node ids
         self.durations: dict[str, float] = {}
         self.failed: list[str] = []
+        # A module- or session-scoped fixture runs once, inside the first test that asks for
+        # it; what it executes belongs to every test that uses it (they assert on its result).
+        self._fixture: str | None = None
+        self.fixture_hits: dict[str, set[str]] = defaultdict(set)  # fixture -> qualnames
+        self.users: dict[str, list[str]] = {}  # node id -> fixture names
 
     def _profile(self, nodeid: str) -> Any:
-        path, hits = self.path, self.hits
+        path, hits, recorder = self.path, self.hits, self
 
         def profile(frame: Any, event: str, arg: Any) -> None:
             if event == "call" and frame.f_code.co_filename == path:
                 hits[frame.f_code.co_qualname].add(nodeid)
+                if recorder._fixture is not None:
+                    recorder.fixture_hits[recorder._fixture].add(frame.f_code.co_qualname)
 
         return profile
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Any:
+        previous = self._fixture
+        if fixturedef.scope != "function":
+            self._fixture = fixturedef.argname
+        try:
+            return (yield)
+        finally:
+            self._fixture = previous
+
+    def shared_hits(self) -> dict[str, set[str]]:
+        """``hits`` plus, for every test, what the shared fixtures it uses executed."""
+        hits = defaultdict(set, {k: set(v) for k, v in self.hits.items()})
+        for nodeid, fixtures in self.users.items():
+            for name in fixtures:
+                for qualname in self.fixture_hits.get(name, ()):
+                    hits[qualname].add(nodeid)
+        return hits
+
     def pytest_runtest_protocol(self, item: Any, nextitem: Any) -> None:
+        self.users[item.nodeid] = list(getattr(item, "fixturenames", ()))
         sys.setprofile(self._profile(item.nodeid))
         self._start = time.perf_counter()
 
@@ -274,7 +302,7 @@ def record(target: Target, workdir: pathlib.Path) -> dict[str, Any]:
                 json.dumps(
                     {
                         "exit": int(code),
-                        "hits": {k: sorted(v) for k, v in recorder.hits.items()},
+                        "hits": {k: sorted(v) for k, v in recorder.shared_hits().items()},
                         "durations": recorder.durations,
                         "failed": recorder.failed,
                     }
