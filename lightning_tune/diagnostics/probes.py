@@ -186,6 +186,11 @@ class ActivationProbe:
         """The modules it hooks: activations (for units) and leaves (for non-finite outputs).
 
         Pass the list to the next probe of the same module (``watched=``) to skip the walk.
+
+        Example:
+            >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+            >>> [name for name, _ in ActivationProbe(net).watched()]
+            ['0', '1']
         """
         if self._watched is None:
             self._watched = list(self._targets())
