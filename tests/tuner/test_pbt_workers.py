@@ -100,12 +100,39 @@ def test_two_worker_processes_finish_a_population_without_duplicates(
     heartbeat = {"heartbeat_interval": None} if storage == "journal" else {}
     study = run_workers(tuner, 2 * population, n_workers=2, **heartbeat)
     _assert_population(study, population=population, rounds=2)
-    exploited = [t for t in study.trials if t.user_attrs["pbt"]["donor"] is not None]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    exploited = [t for t in complete if t.user_attrs["pbt"]["donor"] is not None]
     if mode == "sync":  # the worse of two members always copies the better one
         assert len(exploited) == 1
+        # Two workers that finish a round together both plan the next one: the later copy of a
+        # segment is FAIL "duplicate" (checked above), with the same plan as the trained one.
+        for copy in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            (trained,) = [t for t in complete if t.user_attrs["pbt"] == copy.user_attrs["pbt"]]
+            assert trained.params == copy.params
     result = _tuner(tmp_path, spec, pbt).result(plots=False)
     final = result.report_files["pbt_final"].read_text()
     assert final.count("\n") == 1 + population  # header + one line per member
+
+
+def test_a_segment_planned_twice_is_trained_once_and_its_copy_fails_as_a_duplicate(tmp_path):
+    # What two workers that plan at the same moment leave in the study, made deterministic:
+    # every round-0 segment is enqueued twice before anything runs.
+    from lightning_tune.tuner.pbt.worker import run_pbt, seed_population
+
+    tuner = _tuner(tmp_path, f"journal:{tmp_path / 'study.log'}", {"population": 2, "mode": "sync"})
+    study = tuner.create_study()
+    seed_population(tuner, study)
+    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study.enqueue_trial(waiting.params, user_attrs=waiting.user_attrs)
+    assert run_pbt(tuner, poll_interval=0.1) == 6  # 4 segments trained, 2 copies refused
+    _assert_population(study, population=2, rounds=2)
+    copies = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    assert [t.number for t in copies] == [2, 3]
+    assert [t.user_attrs["fail_reason"] for t in copies] == [
+        f"duplicate: segment {m}/0 is already trial {m} (COMPLETE); nothing was trained"
+        for m in (0, 1)
+    ]
+    assert all(t.intermediate_values == {} for t in copies)
 
 
 def test_a_killed_workers_member_resumes_from_its_last_epoch_and_the_population_completes(
