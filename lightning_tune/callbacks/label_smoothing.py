@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,13 @@ def smooth_targets(
     if not targets.is_floating_point():
         if num_classes is None:
             raise ValueError("`num_classes` is needed to smooth class-index targets")
+        low, high = (int(targets.min()), int(targets.max())) if targets.numel() else (0, 0)
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"class-index targets must be in [0, {num_classes}) to be smoothed, but got "
+                f"values from {low} to {high}. An ignore_index (e.g. -100) works with "
+                f"nn.CrossEntropyLoss or F.cross_entropy, whose own label_smoothing is used"
+            )
         targets = F.one_hot(targets.long(), num_classes).to(torch.get_default_dtype())
         if targets.ndim > 2:  # (N, d1, ..., C) -> (N, C, d1, ...) as cross_entropy expects
             targets = targets.movedim(-1, 1)
@@ -66,17 +74,31 @@ def smooth_targets(
     return targets * (1.0 - epsilon) + epsilon / classes
 
 
+def _takes_label_smoothing(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` has a ``label_smoothing`` keyword (``F.cross_entropy`` and partials)."""
+    try:
+        return "label_smoothing" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # no signature (some builtins)
+        return False
+
+
 class _SmoothedLoss:
-    """Wraps a loss function ``fn(input, target, ...)``: smooths ``target`` while active."""
+    """Wraps a loss function ``fn(input, target, ...)`` while active: a multi-class function
+    with its own ``label_smoothing`` keyword (``F.cross_entropy``) gets ε there, which keeps
+    its ``ignore_index`` working; any other function gets smoothed targets."""
 
     def __init__(self, fn: Callable[..., torch.Tensor], owner: LabelSmoothing) -> None:
         self.fn = fn
         self.owner = owner
+        self.native = not owner._binary and _takes_label_smoothing(fn)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     def __call__(self, input: torch.Tensor, target: torch.Tensor, *args: Any, **kw: Any) -> Any:
         if self.owner.active and self.owner.current_epsilon > 0:
-            target = self.owner.smooth(target, input)
+            if self.native:
+                kw = {**kw, "label_smoothing": self.owner.current_epsilon}
+            else:
+                target = self.owner.smooth(target, input)
         return self.fn(input, target, *args, **kw)
 
 
@@ -93,7 +115,9 @@ class LabelSmoothing(Callback):
        (their target is smoothed by a forward pre-hook);
     2. a loss function stored as an attribute (``self.loss_fn = F.cross_entropy``, or any
        ``fn(input, target, ...)``; found when it is the one attribute whose name contains
-       ``loss`` or ``criterion``): it is wrapped for the fit and restored afterwards;
+       ``loss`` or ``criterion``): it is wrapped for the fit and restored afterwards. A
+       function with a ``label_smoothing`` keyword (``F.cross_entropy``) gets ε there, so its
+       ``ignore_index`` keeps working; any other gets smoothed targets;
     3. a float attribute ``label_smoothing`` on the module, for modules that call the loss
        themselves: ``F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)``.
        The callback sets it to ε for training steps and back to its value otherwise.

@@ -213,3 +213,74 @@ def test_smoothed_while_epsilon_positive_then_targets_passed_unchanged(
         assert not module.criterion._forward_pre_hooks
     else:
         assert not isinstance(module.loss_fn, _SmoothedLoss)  # the wrapper is gone
+
+
+# --------------------------------------------------------------------------- ignore_index
+class IgnoringTiny(dual.LightningModule):
+    """Cross-entropy through a loss function, with some targets set to ``ignore_index``."""
+
+    def __init__(self, loss_fn) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.layer = nn.Linear(4, 3)
+        self.loss_fn = loss_fn
+        self.losses: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        y = torch.where(torch.arange(len(y)) % 3 == 0, torch.full_like(y, -100), y)
+        logits = self.layer(x)
+        loss = self.loss_fn(logits, y, ignore_index=-100)
+        self.losses.append((logits.detach(), y, loss.detach()))
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        data = torch.utils.data.TensorDataset(torch.randn(12, 4, generator=g), torch.arange(12) % 3)
+        return torch.utils.data.DataLoader(data, batch_size=6)
+
+
+def test_a_cross_entropy_function_keeps_its_ignore_index_and_gets_epsilon_as_its_own(
+    trainer_kwargs,
+):
+    module = IgnoringTiny(F.cross_entropy)
+    fit(trainer_kwargs, module, [LabelSmoothing(0.2)], limit_val_batches=0)
+    assert len(module.losses) == 2
+    for logits, y, loss in module.losses:
+        assert (y == -100).any()
+        expected = F.cross_entropy(logits, y, ignore_index=-100, label_smoothing=0.2)
+        torch.testing.assert_close(loss, expected)
+        assert not torch.allclose(loss, F.cross_entropy(logits, y, ignore_index=-100))
+    assert module.loss_fn is F.cross_entropy
+
+
+def test_a_loss_function_without_label_smoothing_gets_smoothed_targets(trainer_kwargs):
+    def plain(logits, target, ignore_index=-100):  # no label_smoothing keyword
+        return F.cross_entropy(logits, target, ignore_index=ignore_index)
+
+    module = IgnoringTiny(plain)
+    with pytest.raises(ValueError, match=r"must be in \[0, 3\) to be smoothed, but got values "
+                       r"from -100 to 2\. An ignore_index"):  # fmt: skip
+        fit(trainer_kwargs, module, [LabelSmoothing(0.2)], limit_val_batches=0)
+    assert module.loss_fn is plain  # restored after the failed fit
+
+
+def test_smooth_targets_refuses_class_indices_outside_the_classes():
+    with pytest.raises(ValueError, match=r"from 0 to 3\."):
+        smooth_targets(torch.tensor([0, 3]), 0.1, num_classes=3)
+    torch.testing.assert_close(
+        smooth_targets(torch.tensor([0, 2]), 0.3, num_classes=3),
+        torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]]),
+    )
+    assert smooth_targets(torch.tensor([], dtype=torch.long), 0.1, num_classes=3).shape == (0, 3)
+
+
+def test_functions_without_a_signature_get_smoothed_targets():
+    from lightning_tune.callbacks.label_smoothing import _takes_label_smoothing
+
+    assert _takes_label_smoothing(F.cross_entropy)
+    assert not _takes_label_smoothing(F.nll_loss)
+    assert not _takes_label_smoothing(max)  # a builtin: inspect.signature raises ValueError
