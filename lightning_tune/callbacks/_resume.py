@@ -30,13 +30,15 @@ def resume_skips_validation(trainer: pl.Trainer) -> bool:
     True inside the hooks of an epoch's last training batch (where ``ModelCheckpoint(
     every_n_train_steps=...)`` saves when the step lands there) when a validation is due at
     that epoch's end: Lightning resumes such a checkpoint at the next epoch and never runs it.
+    Also after a fit that stopped there (an exception in those hooks): the loops' state, and so
+    the checkpoint, is the same.
 
     Example:
         >>> trainer = NAMESPACES[0].Trainer(logger=False, enable_progress_bar=False)
         >>> resume_skips_validation(trainer)
         False
     """
-    if not trainer.training or trainer.lightning_module is None:
+    if trainer.lightning_module is None:
         return False
     progress = trainer.fit_loop.epoch_loop.batch_progress
     if not progress.is_last_batch or progress.current.completed >= progress.current.processed:
