@@ -107,7 +107,12 @@ TARGETS = [
     Target(
         "milestones",
         "lightning_tune.callbacks._milestones",
-        (_FREEZE, "tests/callbacks/test_freezing_steps.py", _LR),
+        (
+            "tests/callbacks/test_milestones_edges.py",
+            _FREEZE,
+            "tests/callbacks/test_freezing_steps.py",
+            _LR,
+        ),
     ),
     Target("resume", "lightning_tune.callbacks._resume", ("tests/callbacks/test_resume.py",)),
     Target("pruning", "lightning_tune.tuner.pruning", ("tests/tuner/test_pruning.py",)),

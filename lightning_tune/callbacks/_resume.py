@@ -30,6 +30,8 @@ def resume_skips_validation(trainer: pl.Trainer) -> bool:
     True inside the hooks of an epoch's last training batch (where ``ModelCheckpoint(
     every_n_train_steps=...)`` saves when the step lands there) when a validation is due at
     that epoch's end: Lightning resumes such a checkpoint at the next epoch and never runs it.
+    Not when ``val_check_interval`` puts the validation elsewhere (the resumed run validates
+    where the uninterrupted one does).
     Also after a fit that stopped there (an exception in those hooks): the loops' state, and so
     the checkpoint, is the same.
 
@@ -46,7 +48,15 @@ def resume_skips_validation(trainer: pl.Trainer) -> bool:
     if trainer.limit_val_batches == 0 or not _has_validation_step(trainer.lightning_module):
         return False
     every = trainer.check_val_every_n_epoch
-    return every is None or (trainer.current_epoch + 1) % every == 0
+    if every is not None and (trainer.current_epoch + 1) % every != 0:
+        return False
+    # Lightning validates after every `val_check_batch`-th batch, counted in the epoch (or over
+    # the run without `check_val_every_n_epoch`); `inf` (no length): at the last batch.
+    interval = trainer.val_check_batch
+    if interval is None or interval == float("inf"):
+        return True
+    counted = progress.total if every is None else progress.current
+    return counted.ready % int(interval) == 0
 
 
 def warn_if_resume_skips_validation(trainer: pl.Trainer) -> None:

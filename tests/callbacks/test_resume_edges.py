@@ -125,19 +125,58 @@ def test_the_last_batch_is_not_flagged_without_a_validation(trainer_kwargs, modu
 
 
 @pytest.mark.parametrize(
-    ("settings", "validated"),
+    ("settings", "validated", "flagged"),
     [
-        ({"check_val_every_n_epoch": 3}, [2]),
-        ({"check_val_every_n_epoch": None, "val_check_interval": BATCHES}, [0, 1, 2]),
+        ({"check_val_every_n_epoch": 3}, [2], [2]),
+        ({"check_val_every_n_epoch": None, "val_check_interval": BATCHES}, [0, 1, 2], [0, 1, 2]),
+        # steps 3, 6, 9 and 12: only the last one is an epoch's last batch (epoch 2)
+        ({"check_val_every_n_epoch": None, "val_check_interval": 3}, [0, 1, 2, 2], [2]),
+        # after batch 3 of each epoch, never at its last batch (4): nothing is skipped
+        ({"val_check_interval": 3}, [0, 1, 2], []),
+        ({"val_check_interval": 0.5}, [0, 0, 1, 1, 2, 2], [0, 1, 2]),  # batches 2 and 4
     ],
-    ids=["every_3_epochs", "every_4_steps"],
+    ids=[
+        "every_3_epochs",
+        "every_4_steps",
+        "every_3_steps",
+        "batch_3_of_each_epoch",
+        "twice_an_epoch",
+    ],
 )
-def test_the_last_batch_is_flagged_in_the_epochs_that_validate(trainer_kwargs, settings, validated):
+def test_the_last_batch_is_flagged_in_the_epochs_that_validate_there(
+    trainer_kwargs, settings, validated, flagged
+):
     flags = Flags()
     module = Net()
     _trainer(trainer_kwargs, [flags], epochs=3, **settings).fit(module)
     assert module.validated == validated
-    assert flags.flagged() == [(f"batch {BATCHES - 1}", epoch) for epoch in validated]
+    assert flags.flagged() == [(f"batch {BATCHES - 1}", epoch) for epoch in flagged]
+
+
+class Stream(torch.utils.data.IterableDataset):
+    """``BATCHES`` batches with no length: Lightning's ``val_check_batch`` is ``inf``."""
+
+    def __iter__(self):
+        return iter(list(_loader()))
+
+
+class StreamNet(Net):
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(Stream(), batch_size=None)
+
+
+def test_without_a_length_the_last_batch_is_flagged(trainer_kwargs):
+    flags, captured = Flags(), []
+
+    class Capture(dual.Callback):
+        def on_train_start(self, trainer, pl_module):
+            captured.append(trainer.val_check_batch)
+
+    module = StreamNet()
+    _trainer(trainer_kwargs, [flags, Capture()]).fit(module)
+    assert captured == [float("inf")]
+    assert module.validated == [0, 1]
+    assert flags.flagged() == [(f"batch {BATCHES - 1}", 0), (f"batch {BATCHES - 1}", 1)]
 
 
 # --------------------------------------------------------------------------- after a failed fit
