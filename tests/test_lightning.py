@@ -284,7 +284,8 @@ result = Tuner(
     trainer_kwargs={{"limit_train_batches": 2, "limit_val_batches": 1}}, quiet=True,
     keep_checkpoints=0, loggers=(), output_dir={out!r}, pruner="median",
 ).run(n_trials=2, plots=False)
-print("OK", len(result.study.trials), ns.__name__)
+states = sorted({{t.state.name for t in result.study.trials}})
+print("OK", len(result.study.trials), ns.__name__, *states)
 """
 
 
@@ -316,7 +317,7 @@ def test_with_only_one_package_installed(blocked, expected, tmp_path):
     body = ONE_PACKAGE_RUN.format(expected=expected, out=str(tmp_path / "runs"))
     done = _run_blocked(blocked, body, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"OK 2 {expected}" in done.stdout
+    assert f"OK 2 {expected} COMPLETE\n" in done.stdout  # both trials trained to the end
 
 
 def test_with_neither_package_the_import_error_says_what_to_install(tmp_path):
