@@ -117,6 +117,13 @@ def _load_local(
     # timm drops the file's classifier (and loads non-strictly) when the pretrained config's
     # class count differs from the model's; -1 is never a model's.
     overlay = {"state_dict": usable, "num_classes": kwargs["num_classes"] if keep_head else -1}
+    # timm adapts an input conv from `input_size[0]` channels (and takes the model's `in_chans`
+    # from there when not given): declare the file's, keep the model's.
+    cfg_size = reference.pretrained_cfg["input_size"]
+    for key in adapted:
+        kwargs.setdefault("in_chans", cfg_size[0])
+        chans = state_dict[key].shape[1] * kwargs["in_chans"] // own[key].shape[1]
+        overlay["input_size"] = (chans, *cfg_size[1:])
     try:
         model = timm.create_model(
             model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
@@ -126,10 +133,16 @@ def _load_local(
             f"`pretrained={source!r}` does not fit `model_name={model_name!r}`: "
             f"{before.describe() or str(err).splitlines()[0]}"
         ) from err
+    # The overlay (the file's tensors, the -1 sentinel) is no description of the model.
+    model.pretrained_cfg = model.default_cfg = reference.pretrained_cfg
     after = match_weights(model.state_dict(), state_dict, heads, values=True, adapted=adapted)
     message = check_loaded(after, source, model_name, strict=strict)
     mine = model.state_dict()
-    heads_in_file = [k for k in state_dict if k.startswith(heads) and k in mine]
+    heads_in_file = [
+        k
+        for k in state_dict
+        if k.startswith(heads) and k in mine and state_dict[k].shape != mine[k].shape
+    ]
     if after.head_matched < after.head and heads_in_file:
         key = heads_in_file[0]
         message += (
