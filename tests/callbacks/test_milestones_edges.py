@@ -92,6 +92,13 @@ def test_the_fraction_one_is_not_a_moment_nor_a_length(options, interval):
         LayerFreezing("gradual", groups=GROUPS, **options)
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_non_finite_moment_is_refused_with_what_is_accepted(value):
+    with pytest.raises(ValueError, match=r"`unfreeze_at` must be an int >= 0 \(epochs\) or a "
+                       r"float in \[0, 1\) \(a fraction of the run\), but got unfreeze_at="):  # fmt: skip
+        LayerFreezing("gradual", groups=GROUPS, unfreeze_at=value)
+
+
 # --------------------------------------------------------------------------- run lengths
 def test_an_epoch_of_warmup_counts_optimizer_steps_under_gradient_accumulation(trainer_kwargs):
     # 5 batches, 2 per optimizer step: steps after batches 2, 4 and 5, 3 steps per epoch.
