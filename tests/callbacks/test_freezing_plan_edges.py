@@ -109,6 +109,14 @@ def test_a_plan_of_one_epoch():
     assert freezing.plan(Tiny(), epochs=1) == [(0, ["head", "group_1"])]
 
 
+def test_the_lr_scale_of_each_planned_group_is_lr_decay_to_its_depth():
+    freezing = LayerFreezing("gradual", groups=GROUPS, milestones=[1, 2], lr_decay=0.5)
+    freezing.plan(Tiny(), epochs=1)  # resolves the groups
+    assert [freezing.lr_scale(g) for g in ("head", "group_1", "group_0")] == [1.0, 0.5, 0.25]
+    with pytest.raises(ValueError, match=r"unknown group 'body'; the groups are \["):
+        freezing.lr_scale("body")
+
+
 def test_the_plan_in_epochs_ignores_the_steps_per_epoch():
     freezing = LayerFreezing("gradual", groups=GROUPS, milestones=[1, 3])
     assert freezing.plan(Tiny(), epochs=4, steps_per_epoch=5) == [
