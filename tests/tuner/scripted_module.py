@@ -6,6 +6,9 @@ from ``lightning.pytorch`` (``SCRIPTED`` maps each package name to its class).
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Sequence
 
 import lightning.pytorch as unified
@@ -74,15 +77,46 @@ SCRIPTED = {"pytorch_lightning": ScriptedModule, "lightning.pytorch": UnifiedScr
 
 
 class SlowSteps(pl.Callback):
-    """Makes each training step last ``seconds``, so a run can be killed in the middle of a trial."""
+    """Makes each training step last ``seconds``, so a run can be killed in the middle of a trial.
 
-    def __init__(self, seconds: float = 0.3) -> None:
+    ``hold``: a file path; while that file exists, the first training step waits (after writing
+    ``<hold>.reached``), so a test kills the run in the middle of a trial however loaded the
+    machine is (see :func:`kill_in_the_middle_of_a_trial`), then deletes the file for the rerun.
+    """
+
+    def __init__(self, seconds: float = 0.3, hold: str | None = None) -> None:
         self.seconds = seconds
+        self.hold = hold
 
-    def on_train_batch_end(self, *args, **kwargs) -> None:
-        import time
-
+    def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+        # not in the tuner's pre-flight batch (fast_dev_run), which comes before any trial
+        if self.hold is not None and not trainer.fast_dev_run and os.path.exists(self.hold):
+            with open(f"{self.hold}.reached", "w"):
+                pass
+            while os.path.exists(self.hold):
+                time.sleep(0.05)
         time.sleep(self.seconds)
+
+
+def kill_in_the_middle_of_a_trial(process, hold, seconds_after: float = 0.0, timeout=480) -> None:
+    """SIGKILL ``process`` (a ``Popen`` whose trials run :class:`SlowSteps` with ``hold``) once
+    a trial holds in its first training step, ``seconds_after`` later; then delete ``hold`` so
+    that a rerun trains through."""
+    reached = f"{hold}.reached"
+    end = time.monotonic() + timeout
+    try:
+        while not os.path.exists(reached):
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < end, f"no trial reached its first step in {timeout} s"
+            time.sleep(0.1)
+        time.sleep(seconds_after)  # e.g. a heartbeat recorded meanwhile; the trial cannot end
+        assert process.poll() is None, process.stderr.read()
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        for path in (hold, reached):
+            if os.path.exists(path):
+                os.remove(path)
 
 
 class SumModule(ScriptedModule):

@@ -3,18 +3,16 @@ recovery by default, failures recorded, public Tuner API for the workers, clean 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from scripted_module import kill_in_the_middle_of_a_trial
 
 from lightning_tune import DigitsDataModule, TimmClassifier
 from lightning_tune.cli import main
@@ -191,8 +189,12 @@ def test_an_unreachable_database_is_a_one_line_error_without_the_password(
 
 @pytest.mark.slow
 def test_tune_killed_mid_trial_then_rerun_retries_the_trial_and_finishes(tmp_path):
+    hold = tmp_path / "hold"  # the first trial waits in its first step while this exists
+    hold.touch()
     config = _config(
-        tmp_path, "callbacks: [{class: scripted_module.SlowSteps, kwargs: {seconds: 0.4}}]\n"
+        tmp_path,
+        "callbacks: [{class: scripted_module.SlowSteps, kwargs: {seconds: 0.4, "
+        f"hold: {str(hold)!r}}}}}]\n",
     )
     cmd = [
         sys.executable,
@@ -218,22 +220,8 @@ def test_tune_killed_mid_trial_then_rerun_retries_the_trial_and_finishes(tmp_pat
         "OMP_NUM_THREADS": "1",
     }
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        # Generous: on a loaded shared machine, importing torch alone can take a minute.
-        end = time.monotonic() + STARTUP_DEADLINE_S
-        running = False
-        while not running and time.monotonic() < end and proc.poll() is None:
-            if (tmp_path / "sweep" / "study.db").exists():
-                with contextlib.suppress(KeyError):  # KeyError: study not created yet
-                    running = any(t.state == TrialState.RUNNING for t in _states(tmp_path))
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert running, f"no trial was running after {STARTUP_DEADLINE_S} s"
-        time.sleep(0.5)  # in the middle of the trial's training steps
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    # Generous: on a loaded shared machine, importing torch alone can take a minute.
+    kill_in_the_middle_of_a_trial(proc, str(hold), timeout=STARTUP_DEADLINE_S)
     (killed,) = _states(tmp_path)
     assert killed.state == TrialState.RUNNING  # left behind by the killed run
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import time
 import optuna
 import pytest
 from optuna.trial import TrialState
+from scripted_module import kill_in_the_middle_of_a_trial
 
 from lightning_tune.tuner.recovery import (
     ADOPTED_ATTR,
@@ -37,7 +37,7 @@ sampler: random
 pruner: none
 model: {class: TimmClassifier, kwargs: {model_name: test_resnet}}
 data: {class: DigitsDataModule, kwargs: {image_size: 8, train_fraction: 0.2, batch_size: 32}}
-callbacks: [{class: scripted_module.SlowSteps, kwargs: {seconds: 0.4}}]
+callbacks: [{class: scripted_module.SlowSteps, kwargs: {seconds: 0.4, hold: HOLD}}]
 search_space:
   lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}
 trainer: {accelerator: cpu, devices: 1, limit_train_batches: 2, limit_val_batches: 1,
@@ -47,7 +47,7 @@ trainer: {accelerator: cpu, devices: 1, limit_train_batches: 2, limit_val_batche
 
 def _tune_command(tmp_path: pathlib.Path, storage: str) -> list[str]:
     config = tmp_path / "sweep.yaml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.replace("HOLD", repr(str(tmp_path / "hold"))))
     return [sys.executable, "-m", "lightning_tune.cli", "tune", "--config", str(config),
             "--storage", storage, "--output-dir", str(tmp_path / "runs"), "--quiet",
             "--heartbeat-interval", "1", "--grace-period", "2"]  # fmt: skip
@@ -65,20 +65,13 @@ def _trials(storage) -> list[optuna.trial.FrozenTrial]:
         return []
 
 
-def _kill_in_the_middle_of_a_trial(command: list[str], storage) -> None:
+def _kill_in_the_middle_of_a_trial(command: list[str], hold: pathlib.Path) -> None:
+    hold.touch()  # the first trial waits in its first training step until the kill
     process = subprocess.Popen(
         command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    try:
-        end = time.monotonic() + 180
-        while not any(t.state == TrialState.RUNNING for t in _trials(storage)):
-            assert process.poll() is None, process.stderr.read()
-            assert time.monotonic() < end, "no trial started"
-            time.sleep(0.2)
-        time.sleep(1.5)  # a heartbeat (or lease) was recorded, the trial is training
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    # a heartbeat (or lease renewal) is recorded while the trial waits
+    kill_in_the_middle_of_a_trial(process, str(hold), seconds_after=1.5, timeout=300)
 
 
 @pytest.mark.slow
@@ -94,7 +87,7 @@ def test_rerunning_the_same_command_after_sigkill_finishes_exactly_n_trials(
     }.get(kind) or request.getfixturevalue("postgres_url")
     watcher = resolve_storage(spec, tmp_path)
     command = _tune_command(tmp_path, spec)
-    _kill_in_the_middle_of_a_trial(command, watcher)
+    _kill_in_the_middle_of_a_trial(command, tmp_path / "hold")
     (killed,) = _trials(watcher)
     assert killed.state == TrialState.RUNNING
 
