@@ -79,18 +79,27 @@ SCRIPTED = {"pytorch_lightning": ScriptedModule, "lightning.pytorch": UnifiedScr
 class SlowSteps(pl.Callback):
     """Makes each training step last ``seconds``, so a run can be killed in the middle of a trial.
 
-    ``hold``: a file path; while that file exists, the first training step waits (after writing
-    ``<hold>.reached``), so a test kills the run in the middle of a trial however loaded the
-    machine is (see :func:`kill_in_the_middle_of_a_trial`), then deletes the file for the rerun.
+    ``hold``: a file path; while that file exists, the first training step (of epoch
+    ``hold_epoch``, or of any epoch) waits, after writing ``<hold>.reached``, so a test kills
+    the run in the middle of a trial however loaded the machine is (see
+    :func:`kill_in_the_middle_of_a_trial`), then deletes the file for the rerun.
     """
 
-    def __init__(self, seconds: float = 0.3, hold: str | None = None) -> None:
+    def __init__(
+        self, seconds: float = 0.3, hold: str | None = None, hold_epoch: int | None = None
+    ) -> None:
         self.seconds = seconds
         self.hold = hold
+        self.hold_epoch = hold_epoch
 
     def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
         # not in the tuner's pre-flight batch (fast_dev_run), which comes before any trial
-        if self.hold is not None and not trainer.fast_dev_run and os.path.exists(self.hold):
+        if (
+            self.hold is not None
+            and not trainer.fast_dev_run
+            and self.hold_epoch in (None, trainer.current_epoch)
+            and os.path.exists(self.hold)
+        ):
             with open(f"{self.hold}.reached", "w"):
                 pass
             while os.path.exists(self.hold):

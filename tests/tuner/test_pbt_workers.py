@@ -14,8 +14,8 @@ import time
 
 import optuna
 import pytest
-import pytorch_lightning as pl
 from optuna.trial import TrialState
+from scripted_module import SlowSteps
 
 from lightning_tune import DigitsDataModule, TimmClassifier
 from lightning_tune.tuner import Tuner
@@ -29,16 +29,6 @@ SPACE = {
     "lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
     "weight_decay": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
 }
-
-
-class SlowSteps(pl.Callback):
-    """Makes each training step last a while, so a worker can be killed in the middle."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def on_train_batch_end(self, *args, **kwargs) -> None:
-        time.sleep(self.seconds)
 
 
 def _tuner(tmp_path, storage, pbt, callbacks=None, max_epochs=2, **kwargs) -> Tuner:
@@ -140,18 +130,24 @@ def test_a_killed_workers_member_resumes_from_its_last_epoch_and_the_population_
 ):
     heartbeat = {"heartbeat_interval": 1, "grace_period": 3}
     pbt = {"population": 2, "interval": 2}
-    tuner = _tuner(tmp_path, None, pbt, callbacks=[SlowSteps(0.4)], max_epochs=4)
+    # The worker holds in the first step of its first segment's second epoch (after the first
+    # epoch was checkpointed) until it is killed there.
+    hold = tmp_path / "hold"
+    hold.touch()
+    slow = SlowSteps(0.4, hold=str(hold), hold_epoch=1)
+    tuner = _tuner(tmp_path, None, pbt, callbacks=[slow], max_epochs=4)
     watcher = resolve_storage(None, tuner.study_dir)
     sweep = threading.Thread(target=run_workers, args=(tuner, 4, 1), kwargs=heartbeat)
     sweep.start()
     last = tuner.study_dir.resolve() / "pbt" / "member_00" / "round_000" / "last.ckpt"
-    # Kill the worker inside its first segment, after its first epoch was checkpointed.
+    reached = tmp_path / "hold.reached"
     deadline = time.monotonic() + 600  # worker start-up alone takes minutes on a loaded machine
-    while not last.exists() and time.monotonic() < deadline:
+    while not reached.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert last.exists()
+    assert reached.exists() and last.exists()
     (worker,) = multiprocessing.active_children()
     os.kill(worker.pid, signal.SIGKILL)
+    hold.unlink()
     sweep.join(timeout=60)
     study = optuna.load_study(study_name="pbt-workers", storage=watcher)
     (killed,) = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -17,7 +17,7 @@ import time
 import optuna
 import pytest
 from optuna.trial import TrialState
-from scripted_module import DIGITS_NETS
+from scripted_module import DIGITS_NETS, SlowSteps
 
 import lightning_tune._lightning as dual
 from lightning_tune import DigitsDataModule, TimmClassifier
@@ -54,16 +54,6 @@ search_space:
 trainer: {accelerator: cpu, devices: 1, limit_train_batches: 2, limit_val_batches: 1,
           num_sanity_val_steps: 0}
 """
-
-
-class SlowSteps(dual.Callback):
-    """Makes each training step last a while, so a worker can be killed in the middle."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def on_train_batch_end(self, *args, **kwargs) -> None:
-        time.sleep(self.seconds)
 
 
 class RankReport(dual.Callback):
@@ -217,16 +207,22 @@ def test_a_trial_that_raises_is_failed_with_its_message_and_the_sweep_goes_on(tm
 def test_a_killed_worker_is_detected_by_heartbeat_and_its_trial_retried(tmp_path):
     spec = None  # the default parallel storage: SQLite + heartbeat (PostgreSQL: test_storage.py)
     heartbeat = {"heartbeat_interval": 1, "grace_period": 3}
-    tuner = _tuner(tmp_path, spec, callbacks=[SlowSteps(0.5)], max_epochs=3)
+    # Kill the worker in the middle of its first trial: running, one validation reported (it
+    # holds in the first step of its second epoch until the kill).
+    hold = tmp_path / "hold"
+    hold.touch()
+    slow = SlowSteps(0.5, hold=str(hold), hold_epoch=1)
+    tuner = _tuner(tmp_path, spec, callbacks=[slow], max_epochs=3)
     watcher_storage = resolve_storage(spec, tuner.study_dir)
     sweep = threading.Thread(target=run_workers, args=(tuner, 2, 1), kwargs=heartbeat)
     sweep.start()
-    # Kill the worker in the middle of its first trial: running, one validation reported.
-    assert _wait_for(lambda: any(
-        t.state == TrialState.RUNNING and t.intermediate_values
-        for t in _trials(watcher_storage)), timeout=480)  # fmt: skip  # a loaded machine
+    reached = tmp_path / "hold.reached"
+    assert _wait_for(reached.exists, timeout=480)  # a loaded machine
+    assert any(t.state == TrialState.RUNNING and t.intermediate_values
+               for t in _trials(watcher_storage))  # fmt: skip
     (worker,) = multiprocessing.active_children()
     os.kill(worker.pid, signal.SIGKILL)
+    hold.unlink()
     sweep.join(timeout=480)
     assert not sweep.is_alive()
     (killed,) = _trials(watcher_storage)
