@@ -34,8 +34,10 @@ Database passwords are never printed: every message and :func:`describe_storage`
 from __future__ import annotations
 
 import pathlib
+import random
 import re
 import sqlite3
+import time
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import optuna
@@ -219,18 +221,31 @@ def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
 def _sqlite_file(path: pathlib.Path) -> str:
     """Create ``path``'s directory, switch the database to WAL, return its SQLAlchemy URL."""
     path = path.expanduser().resolve()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # WAL lets readers run while one worker writes; the mode is stored in the file, so
-        # every later connection (any process) uses it.
-        with sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S) as connection:
-            connection.execute("PRAGMA journal_mode=WAL").fetchall()
-            if path.stat().st_size:  # an existing file: readable as a database at all?
-                connection.execute("PRAGMA quick_check(1)").fetchall()
-        connection.close()
-    except (sqlite3.Error, OSError) as err:
-        raise sqlite_error(path, err) from None
-    return f"sqlite:///{path}"
+    deadline = time.monotonic() + SQLITE_TIMEOUT_S
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _switch_to_wal(path)
+            return f"sqlite:///{path}"
+        except sqlite3.OperationalError as err:
+            # Two workers switching a new file to WAL at the same moment: SQLite refuses one
+            # at once ("database is locked", no busy wait: it would deadlock); a moment later
+            # the file is in WAL and the switch is a no-op.
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise sqlite_error(path, err) from None
+            time.sleep(0.05 + random.random() * 0.1)
+        except (sqlite3.Error, OSError) as err:
+            raise sqlite_error(path, err) from None
+
+
+def _switch_to_wal(path: pathlib.Path) -> None:
+    # WAL lets readers run while one worker writes; the mode is stored in the file, so every
+    # later connection (any process) uses it.
+    with sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S) as connection:
+        connection.execute("PRAGMA journal_mode=WAL").fetchall()
+        if path.stat().st_size:  # an existing file: readable as a database at all?
+            connection.execute("PRAGMA quick_check(1)").fetchall()
+    connection.close()
 
 
 def _journal(path: pathlib.Path) -> JournalStorage:

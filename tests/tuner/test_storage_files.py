@@ -135,3 +135,37 @@ def test_two_workers_started_together_on_a_fresh_storage_both_work(request, tmp_
         assert sorted(results.get(timeout=5) for _ in workers) == ["ok", "ok"]
         if kind == "postgres":
             break  # one fresh database per test
+
+
+def test_a_new_file_refused_as_locked_during_the_wal_switch_is_tried_again(tmp_path, monkeypatch):
+    # What a second worker sees when both switch a new file to WAL at the same moment (SQLite
+    # refuses one at once): made deterministic by refusing the first two switches.
+    import sqlite3
+
+    from lightning_tune.tuner import storage
+
+    real, calls = storage._switch_to_wal, []
+
+    def switch(path):
+        calls.append(path)
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        real(path)
+
+    monkeypatch.setattr(storage, "_switch_to_wal", switch)
+    path = tmp_path / "new.db"
+    study = optuna.create_study(storage=resolve_storage(str(path), tmp_path))
+    assert len(calls) == 3 and study.trials == []
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    connection.close()
+
+    def broken(path):
+        calls.append(path)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    calls.clear()
+    monkeypatch.setattr(storage, "_switch_to_wal", broken)
+    with pytest.raises(StorageError, match=r"disk I/O error"):
+        resolve_storage(str(tmp_path / "other.db"), tmp_path)
+    assert len(calls) == 1  # only "locked" is tried again
