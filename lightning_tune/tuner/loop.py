@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from lightning_tune._validation import check_int, check_number, check_optional
 from lightning_tune.tuner.failfast import FailureStreak, TooManyFailuresError
@@ -125,7 +125,7 @@ def _objective(
                 f"(n_trials={n_trials}); another worker asked for the same slot"
             )
         elif isinstance(study.sampler, SpaceGridSampler):
-            reason = _grid_duplicate(tuner, study.sampler, trial, ahead)
+            reason = _grid_duplicate(tuner, study, trial)
         if reason is not None:
             trial.set_user_attr("surplus", True)
             trial.set_user_attr("fail_reason", reason)
@@ -144,14 +144,36 @@ def _objective(
     return objective
 
 
-def _grid_duplicate(
-    tuner: Any, sampler: SpaceGridSampler, trial: optuna.Trial, ahead: list[FrozenTrial]
-) -> str | None:
+#: How long a grid trial waits for running trials with lower numbers to take their
+#: configurations (they do so within moments; only a worker killed in between makes it wait).
+GRID_WAIT_S = 10.0
+
+
+def _grid_duplicate(tuner: Any, study: optuna.Study, trial: optuna.Trial) -> str | None:
     """Why ``trial`` steps back, if a trial with a lower number (running or finished) already
     took its grid configuration: two workers that ask at the same moment (or after the grid
-    ran out) can be given the same one, and a configuration is never trained twice."""
+    ran out) can be given the same one, and a configuration is never trained twice. Running
+    trials with lower numbers that have not suggested their values yet are waited for (every
+    trial suggests before it checks), so the lower number always keeps the configuration."""
     params = tuner.search_space.suggest(trial)  # the grid's values; suggested again later
-    names = [n for n in sampler.grid if n in params]
+    names = [n for n in study.sampler.grid if n in params]
+    deadline = time.monotonic() + GRID_WAIT_S
+    while True:
+        ahead = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, *FINISHED))
+            if t.number < trial.number
+        ]
+        undecided = [
+            t
+            for t in ahead
+            if t.state == TrialState.RUNNING
+            and not t.user_attrs.get("surplus")
+            and any(n not in t.params for n in names)
+        ]
+        if not undecided or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     for other in ahead:
         if other.user_attrs.get("surplus") or any(n not in other.params for n in names):
             continue

@@ -184,3 +184,29 @@ def test_a_trial_handed_a_configuration_already_taken_steps_back_without_trainin
     )
     trained = [t for t in study.trials if not t.user_attrs.get("surplus")]
     assert sorted(_configs(study, trained)) == sorted(EXPECTED)  # each once, the grid complete
+
+
+def test_a_grid_trial_waits_for_a_lower_running_trial_to_take_its_configuration(tmp_path):
+    # Two workers given the same configuration, the lower-numbered trial not yet suggesting
+    # when the higher one checks: the higher one waits and steps back (it used to train too).
+    import threading
+    import time
+
+    from lightning_tune.tuner.loop import _grid_duplicate
+
+    tuner = _tuner(tmp_path)
+    study = tuner.create_study()
+    for _ in range(2):
+        study.enqueue_trial({"x": 0.5, "opt": "b"})
+    low, high = study.ask(), study.ask()
+    assert low.params == high.params == {}  # both RUNNING, nothing suggested yet
+    late = threading.Timer(0.3, tuner.search_space.suggest, args=(low,))
+    late.start()
+    start = time.monotonic()
+    reason = _grid_duplicate(tuner, study, high)
+    late.join()
+    assert time.monotonic() - start >= 0.25  # it waited for the lower trial
+    assert reason is not None and reason.startswith(
+        "surplus: trial 0 already took this grid configuration (x=0.5, opt='b')"
+    )
+    assert _grid_duplicate(tuner, study, low) is None  # the lower number keeps it
