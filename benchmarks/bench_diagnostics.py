@@ -169,9 +169,12 @@ def _sweep(seed: int, diagnostics: bool, args: argparse.Namespace, out: str) -> 
     )
     start = time.perf_counter()
     finished: list[tuple[float, float | None]] = []
+    seconds: dict[int, tuple[float, float]] = {}  # trial number -> (end, duration)
 
     def record(study: Any, trial: Any) -> None:
-        finished.append((time.perf_counter() - start, trial.value))
+        now = time.perf_counter() - start
+        seconds[trial.number] = (now, now - (finished[-1][0] if finished else 0.0))
+        finished.append((now, trial.value))
 
     tuner.open_storage()
     study = tuner.create_study()
@@ -190,7 +193,14 @@ def _sweep(seed: int, diagnostics: bool, args: argparse.Namespace, out: str) -> 
         "total_s": finished[-1][0],
         "pruned": states.count("PRUNED"),
         "diagnosed": sum("diagnosis" in t.user_attrs for t in study.trials),
+        "diagnosed_numbers": [t.number for t in study.trials if "diagnosis" in t.user_attrs],
+        "seconds": seconds,
     }
+
+
+def _without(run: dict[str, Any], numbers: list[int], until: float) -> float:
+    """``until`` minus the whole time of trials ``numbers`` of ``run`` that ended by then."""
+    return until - sum(d for n, (end, d) in run["seconds"].items() if n in numbers and end <= until)
 
 
 def pruning(args: argparse.Namespace) -> None:
@@ -210,6 +220,18 @@ def pruning(args: argparse.Namespace) -> None:
                 )
                 for name, run in runs.items()
             }
+            # Floors: what a perfect detector could give, one that skips every trial a finding
+            # stopped (the same trial numbers: the seeded sampler draws the same configurations
+            # in both arms) at no cost, nothing built or trained. `floor_same_dynamics`: this
+            # run with diagnostics without those trials; `floor_free`: the median run without
+            # them (no diagnostics cost on the healthy trials either).
+            broken = diag["diagnosed_numbers"]
+            floors = {"floor_same_dynamics": None, "floor_free": None}
+            if reach["median+diagnostics"] is not None:
+                floors["floor_same_dynamics"] = _without(diag, broken, reach["median+diagnostics"])
+            floors["floor_free"] = _without(median, broken, reach["median"])
+            for run in runs.values():
+                del run["seconds"]
             row = {
                 "seed": seed,
                 "median": median,
@@ -220,6 +242,10 @@ def pruning(args: argparse.Namespace) -> None:
                     if reach["median+diagnostics"] is not None
                     else None
                 ),
+                **{
+                    f"{name}_ratio": None if floor is None else round(floor / reach["median"], 3)
+                    for name, floor in floors.items()
+                },
                 "total_time_ratio": round(diag["total_s"] / median["total_s"], 3),
                 "same_or_better_best": diag["best"] <= median["best"] + 1e-12,
             }
@@ -236,6 +262,12 @@ def pruning(args: argparse.Namespace) -> None:
                 | {"warmup": args.warmup},
                 "median_time_to_best_ratio": statistics.median(ratios) if ratios else None,
                 "median_total_time_ratio": statistics.median(r["total_time_ratio"] for r in rows),
+                **{
+                    f"median_{name}_ratio": statistics.median(
+                        r[f"{name}_ratio"] for r in rows if r[f"{name}_ratio"] is not None
+                    )
+                    for name in ("floor_same_dynamics", "floor_free")
+                },
                 "never_worse": all(r["same_or_better_best"] for r in rows),
             }
         )
