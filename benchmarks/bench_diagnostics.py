@@ -194,6 +194,14 @@ def _sweep(seed: int, diagnostics: bool, args: argparse.Namespace, out: str) -> 
         "pruned": states.count("PRUNED"),
         "diagnosed": sum("diagnosis" in t.user_attrs for t in study.trials),
         "diagnosed_numbers": [t.number for t in study.trials if "diagnosis" in t.user_attrs],
+        # trials that never validated below chance (ln 10 for the 10 digits): learned nothing
+        "chance_numbers": [
+            t.number
+            for t in study.trials
+            if not any(
+                math.isfinite(v) and v < math.log(10) for v in t.intermediate_values.values()
+            )
+        ],
         "seconds": seconds,
     }
 
@@ -226,10 +234,12 @@ def pruning(args: argparse.Namespace) -> None:
             # run with diagnostics without those trials; `floor_free`: the median run without
             # them (no diagnostics cost on the healthy trials either).
             broken = diag["diagnosed_numbers"]
-            floors = {"floor_same_dynamics": None, "floor_free": None}
+            floors: dict[str, float | None] = {"floor_same_dynamics": None, "floor_free": None}
             if reach["median+diagnostics"] is not None:
                 floors["floor_same_dynamics"] = _without(diag, broken, reach["median+diagnostics"])
             floors["floor_free"] = _without(median, broken, reach["median"])
+            # wider: every trial of the median run that never got below chance, skipped for free
+            floors["floor_chance"] = _without(median, median["chance_numbers"], reach["median"])
             for run in runs.values():
                 del run["seconds"]
             row = {
@@ -266,7 +276,7 @@ def pruning(args: argparse.Namespace) -> None:
                     f"median_{name}_ratio": statistics.median(
                         r[f"{name}_ratio"] for r in rows if r[f"{name}_ratio"] is not None
                     )
-                    for name in ("floor_same_dynamics", "floor_free")
+                    for name in ("floor_same_dynamics", "floor_free", "floor_chance")
                 },
                 "never_worse": all(r["same_or_better_best"] for r in rows),
             }

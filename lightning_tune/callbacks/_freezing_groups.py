@@ -93,8 +93,9 @@ class FreezingGroups:
             for depth, params in sorted(by_depth.items(), reverse=True):
                 new = {k: v for k, v in group.items() if k not in ("params", "param_names")}
                 new["params"] = params
-                if "param_names" in group:
-                    new["param_names"] = [names_of[id(p)] for p in params]
+                if "param_names" in group:  # the names the optimizer was given
+                    own = dict(zip(map(id, group["params"]), group["param_names"]))
+                    new["param_names"] = [own[id(p)] for p in params]
                 if "name" in group:
                     new["name"] = self._group_name(group["name"], params, names_of, depth)
                     if len(by_depth) > 1 and new["name"] == group["name"]:

@@ -228,14 +228,17 @@ class LayerFreezing(FreezingPlan, FreezingGroups, Callback):
                 f"does not have; its groups are {self.group_names}"
             )
         self._apply(pl_module, {known[g] for g in state["unfrozen"]})
-        params = dict(pl_module.named_parameters())
+        params: dict[str | int, Any] = dict(pl_module.named_parameters())
+        names_of = self._names_of(pl_module)
         saved = state.get("optimizers", [])
         for optimizer, groups in zip(trainer.optimizers, saved):
-            missing = [n for g in groups for n in g["params"] if n not in params]
+            tensors = {**params, **dict(enumerate(_unnamed(optimizer, names_of)))}
+            missing = [n for g in groups for n in g["params"] if n not in tensors]
             if missing:
                 raise ValueError(
                     f"checkpoint of LayerFreezing refers to parameters {missing[:5]} "
-                    "this model does not have"
+                    "this model does not have (a number: the optimizer's n-th tensor that is "
+                    "not a parameter of the module)"
                 )
             if optimizer.state:
                 raise ValueError(
@@ -244,7 +247,9 @@ class LayerFreezing(FreezingPlan, FreezingGroups, Callback):
                 )
             optimizer.param_groups.clear()
             for group in groups:
-                optimizer.add_param_group({**group, "params": [params[n] for n in group["params"]]})
+                optimizer.add_param_group(
+                    {**group, "params": [tensors[n] for n in group["params"]]}
+                )
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -354,11 +359,17 @@ class LayerFreezing(FreezingPlan, FreezingGroups, Callback):
         if trainer is not None and trainer.lightning_module is not None:
             names_of = self._names_of(trainer.lightning_module)
             for optimizer in trainer.optimizers:
+                # A tensor the module does not register (a loss's own parameter, a plain
+                # attribute) has no name: it is saved as its index among the optimizer's
+                # unnamed tensors, which `configure_optimizers` creates again on resume.
+                unnamed = {id(p): i for i, p in enumerate(_unnamed(optimizer, names_of))}
                 optimizers.append(
                     [
                         {
                             **{k: v for k, v in g.items() if k != "params"},
-                            "params": [names_of[id(p)] for p in g["params"]],
+                            "params": [
+                                names_of.get(id(p), unnamed.get(id(p))) for p in g["params"]
+                            ],
                         }
                         for g in optimizer.param_groups
                     ]
@@ -371,3 +382,8 @@ class LayerFreezing(FreezingPlan, FreezingGroups, Callback):
             "unfrozen": list(state_dict.get("unfrozen", [])),
             "optimizers": state_dict.get("optimizers", []),
         }
+
+
+def _unnamed(optimizer: torch.optim.Optimizer, names_of: dict[int, str]) -> list[torch.Tensor]:
+    """The optimizer's tensors that are not parameters of the module, in the groups' order."""
+    return [p for g in optimizer.param_groups for p in g["params"] if id(p) not in names_of]

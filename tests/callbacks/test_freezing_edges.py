@@ -207,3 +207,84 @@ def test_state_dict_keeps_every_setting_of_each_param_group(trainer_kwargs):
     saved = state["optimizers"][0]
     assert [g["lr_scale"] for g in saved] == [1.0] + [0.5] * (len(saved) - 1)
     assert all(g["initial_lr"] == 0.1 and "momentum" in g for g in saved)
+
+
+class WithLooseTensor(Tiny):
+    """An optimizer that also holds a tensor the module does not register (a plain attribute,
+    like a loss's own parameter): in a group of its own with lr 0, so it stays 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.temperature = torch.ones(1, requires_grad=True)  # not a Parameter: unnamed
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.cross_entropy(self.out(self.body(x)) / self.temperature, y)
+
+    def configure_optimizers(self) -> Any:
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.SGD(
+            [{"params": trainable}, {"params": [self.temperature], "lr": 0.0}], lr=0.1
+        )
+
+
+def test_an_optimizer_tensor_the_module_does_not_register_is_saved_and_resumed(
+    tmp_path, trainer_kwargs
+):
+    def run(ckpt_path: str | None = None) -> Any:
+        pl.seed_everything(0, verbose=False)
+        saver = pl.callbacks.ModelCheckpoint(
+            dirpath=tmp_path / ("resumed" if ckpt_path else "full"),
+            save_top_k=-1,
+            every_n_epochs=1,
+            filename="{epoch}",
+        )
+        freezing = LayerFreezing("gradual", groups=GROUPS, lr_decay=0.5)
+        trainer = _fit(
+            {**trainer_kwargs, "enable_checkpointing": True},
+            [freezing, saver],
+            epochs=3,
+            module=WithLooseTensor(),
+            ckpt_path=ckpt_path,
+        )
+        return trainer, freezing
+
+    full, freezing = run()  # saving a checkpoint with the loose tensor does not fail
+    saved = freezing.state_dict()["optimizers"][0]
+    assert [g["params"] for g in saved if g["lr"] == 0.0] == [[0]]  # the first unnamed tensor
+    resumed, _ = run(str(tmp_path / "full" / "epoch=0.ckpt"))
+    module = resumed.lightning_module
+    groups = resumed.optimizers[0].param_groups
+    loose = [p for g in groups if g["lr"] == 0.0 for p in g["params"]]
+    assert len(loose) == 1 and loose[0] is module.temperature  # the resumed run's own tensor
+    assert [{k: v for k, v in g.items() if k != "params"} for g in groups] == [
+        {k: v for k, v in g.items() if k != "params"} for g in full.optimizers[0].param_groups
+    ]
+    for key, value in full.lightning_module.state_dict().items():
+        assert torch.equal(value, module.state_dict()[key]), key
+
+
+class NamedLoose(WithLooseTensor):
+    """The optimizer gets names (torch's named parameters) for the module's parameters and
+    for the loose tensor, all in one group."""
+
+    def configure_optimizers(self) -> Any:
+        named = [*self.named_parameters(), ("temperature", self.temperature)]
+        return torch.optim.SGD(named, lr=0.0)  # lr 0: nothing moves, only the groups matter
+
+
+def test_groups_split_by_depth_keep_the_names_the_optimizer_was_given(trainer_kwargs):
+    freezing = LayerFreezing("none", groups=GROUPS, lr_decay=0.5)
+    trainer = _fit(trainer_kwargs, [freezing], epochs=1, module=NamedLoose())
+    groups = trainer.optimizers[0].param_groups
+    by_scale = {g["lr_scale"]: g["param_names"] for g in groups}
+    # the loose tensor belongs to no layer group: it trains with the head
+    assert by_scale == {
+        1.0: ["out.weight", "out.bias", "temperature"],
+        0.5: ["body.2.weight", "body.2.bias"],
+        0.25: ["body.0.weight", "body.0.bias"],
+    }
+    module = trainer.lightning_module
+    for group in groups:
+        named = dict(module.named_parameters()) | {"temperature": module.temperature}
+        assert all(p is named[n] for n, p in zip(group["param_names"], group["params"]))
