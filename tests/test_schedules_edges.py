@@ -12,6 +12,7 @@ from lightning_tune.schedules import (
     CosineRestarts,
     Cyclic,
     Exponential,
+    MultiStep,
     OneCycle,
     Polynomial,
     schedule_factor,
@@ -29,6 +30,8 @@ from lightning_tune.schedules import (
         (lambda: OneCycle(div_factor=4.0, final_div_factor=1.0), 9, 10, 0.25),
         (lambda: OneCycle(pct_start=0.99), 0, 100, 1 / 25),
         (lambda: OneCycle(pct_start=0.49, three_phase=True), 0, 100, 1 / 25),
+        (lambda: MultiStep(milestones=(1,), gamma=0.5), 1, None, 0.5),  # a drop after step 1
+        (lambda: Cyclic(step_size_up=1, step_size_down=1, base_factor=0.5), 2, None, 0.5),
     ],
     ids=[
         "exp-gamma-1",
@@ -38,6 +41,8 @@ from lightning_tune.schedules import (
         "one-cycle-final-div-1",
         "pct-just-below-1",
         "three-phase-pct-just-below-half",
+        "multistep-milestone-1",
+        "cyclic-step-sizes-1",
     ],
 )
 def test_the_inclusive_limits_are_accepted(make, step, total, expected):

@@ -60,13 +60,14 @@ def smooth_targets(
     if not targets.is_floating_point():
         if num_classes is None:
             raise ValueError("`num_classes` is needed to smooth class-index targets")
-        low, high = (int(targets.min()), int(targets.max())) if targets.numel() else (0, 0)
-        if low < 0 or high >= num_classes:
-            raise ValueError(
-                f"class-index targets must be in [0, {num_classes}) to be smoothed, but got "
-                f"values from {low} to {high}. An ignore_index (e.g. -100) works with "
-                f"nn.CrossEntropyLoss or F.cross_entropy, whose own label_smoothing is used"
-            )
+        if targets.numel():  # one pass and one read back for both ends
+            low, high = torch.stack(torch.aminmax(targets)).tolist()
+            if low < 0 or high >= num_classes:
+                raise ValueError(
+                    f"class-index targets must be in [0, {num_classes}) to be smoothed, but "
+                    f"got values from {low} to {high}. An ignore_index (e.g. -100) works with "
+                    f"nn.CrossEntropyLoss or F.cross_entropy, whose own label_smoothing is used"
+                )
         targets = F.one_hot(targets.long(), num_classes).to(torch.get_default_dtype())
         if targets.ndim > 2:  # (N, d1, ..., C) -> (N, C, d1, ...) as cross_entropy expects
             targets = targets.movedim(-1, 1)

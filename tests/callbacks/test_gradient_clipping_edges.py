@@ -135,6 +135,45 @@ def test_auto_mode_matches_torch_for_small_gradients(trainer_kwargs):
             torch.testing.assert_close(after.grads[step][name], expected[name], rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"mode": "norm", "max_norm": 0.5},
+        {"mode": "auto", "percentile": 25, "history_size": 3},
+        {"mode": "value", "clip_value": 0.05},
+        {"mode": "adaptive", "clip_factor": 0.01},
+    ],
+    ids=lambda kwargs: kwargs["mode"],
+)
+def test_finite_gradients_are_clipped_the_same_with_or_without_skipping(trainer_kwargs, kwargs):
+    # skip_non_finite only decides what happens to a NaN/inf step: with finite gradients every
+    # mode clips exactly the same either way
+    runs = {}
+    for skip in (True, False):
+        clip = GradientClipping(**kwargs, skip_non_finite=skip)
+        _, before, after = fit(trainer_kwargs, clip, Net(), steps=5)
+        runs[skip] = (before.grads, after.grads)
+    assert any(
+        not torch.equal(a[name], b[name])
+        for a, b in zip(*runs[True])
+        for name in a  # the test really clips
+    )
+    for grads_skip, grads_kept in zip(runs[True], runs[False]):
+        for a, b in zip(grads_skip, grads_kept):
+            for name in a:
+                torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+def test_norm_mode_without_skipping_reads_no_norm_back_to_the_host(trainer_kwargs):
+    # nothing needs the norm as a Python float: it stays a tensor (no device sync per step)
+    clip = GradientClipping(mode="norm", max_norm=0.5, skip_non_finite=False)
+    fit(trainer_kwargs, clip, Net(), steps=2)
+    assert isinstance(clip.last_norm, torch.Tensor)
+    clip = GradientClipping(mode="norm", max_norm=0.5)  # skipping needs the value
+    fit(trainer_kwargs, clip, Net(), steps=2)
+    assert isinstance(clip.last_norm, float)
+
+
 def test_adaptive_matches_timm_for_small_gradients(trainer_kwargs):
     # unit gradient norms < 1 (and > the limit): the division uses them as they are
     clip = GradientClipping(mode="adaptive", clip_factor=1e-4, exclude=())

@@ -284,3 +284,10 @@ def test_functions_without_a_signature_get_smoothed_targets():
     assert _takes_label_smoothing(F.cross_entropy)
     assert not _takes_label_smoothing(F.nll_loss)
     assert not _takes_label_smoothing(max)  # a builtin: inspect.signature raises ValueError
+
+
+@pytest.mark.parametrize("num_classes", [1, 2, 5])
+def test_an_empty_batch_of_class_indices_is_smoothed_to_no_rows(num_classes):
+    # nothing to check the range of: an empty batch is fine for any number of classes
+    smoothed = smooth_targets(torch.empty(0, dtype=torch.long), 0.1, num_classes=num_classes)
+    assert smoothed.shape == (0, num_classes)

@@ -115,3 +115,32 @@ def test_optimizer_index_zero_schedules_the_first_optimizer(trainer_kwargs):
 def test_a_negative_optimizer_index_is_refused():
     with pytest.raises(ValueError, match=r"ints >= 0\), but got optimizers=\(-1,\)"):
         LRSchedule("constant", optimizers=[-1])
+
+
+# ------------------------------------------------------------------------------ per-group values
+def test_a_zero_lr_in_a_per_group_list_is_refused_by_its_index():
+    with pytest.raises(ValueError, match=r"`max_lr\[1\]` must be a number > 0, but got"):
+        LRSchedule("cosine", max_lr=[0.1, 0.0])
+
+
+def test_a_param_group_past_the_per_group_list_is_named_not_an_index_error(trainer_kwargs):
+    # two values for the single group of Plain plus one more group: the third group has none
+    class ThreeGroups(Plain):
+        def configure_optimizers(self) -> Any:
+            w, b = self.layer.weight, self.layer.bias
+            extra = nn.Parameter(torch.zeros(1))
+            return torch.optim.SGD([{"params": [w]}, {"params": [b]}, {"params": [extra]}], lr=0.1)
+
+    callback = LRSchedule("cosine", max_lr=[0.1, 0.05])
+    trainer = pl.Trainer(max_epochs=1, callbacks=[callback], **trainer_kwargs)
+    with pytest.raises(ValueError, match=r"`max_lr` has 2 entries .* param group 2 needs one"):
+        trainer.fit(ThreeGroups())
+
+
+def test_equal_base_and_max_momentum_hold_the_momentum_still(trainer_kwargs):
+    callback = LRSchedule(
+        "cyclic", step_size_up=2, cycle_momentum=True, base_momentum=0.9, max_momentum=0.9
+    )
+    recorder = Recorder()
+    pl.Trainer(max_epochs=1, callbacks=[callback, recorder], **trainer_kwargs).fit(Plain())
+    assert [m for _, m in recorder.rows] == pytest.approx([0.9] * BATCHES)
