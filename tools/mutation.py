@@ -97,12 +97,22 @@ TARGETS = [
     Target(
         "freezing_plan",
         "lightning_tune.callbacks._freezing_plan",
-        (_FREEZE, "tests/callbacks/test_freezing_steps.py", _LR),
+        (
+            _FREEZE,
+            "tests/callbacks/test_freezing_plan_edges.py",
+            "tests/callbacks/test_freezing_steps.py",
+            _LR,
+        ),
     ),
     Target(
         "freezing_groups",
         "lightning_tune.callbacks._freezing_groups",
-        (_FREEZE, "tests/test_models.py", "tests/test_timm_utils.py"),
+        (
+            _FREEZE,
+            "tests/callbacks/test_freezing_groups_edges.py",
+            "tests/test_models.py",
+            "tests/test_timm_utils.py",
+        ),
     ),
     Target(
         "milestones",
