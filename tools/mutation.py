@@ -300,8 +300,26 @@ def _quiet_child(log: pathlib.Path | None) -> None:
     os.dup2(fd, 2)
 
 
-def record(target: Target, workdir: pathlib.Path) -> dict[str, Any]:
-    """Run the target's tests once (in a child), recording coverage per function and times."""
+def record_all(
+    targets: list[Target], workdir: pathlib.Path, jobs: int
+) -> dict[str, tuple[dict[str, Any], float]]:
+    """:func:`record` every target, ``jobs`` at a time: ``{name: (recorded, seconds)}``."""
+    pending, running = list(targets), {}
+    done: dict[str, tuple[dict[str, Any], float]] = {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            target = pending.pop(0)
+            running[_start_record(target, workdir)] = (target, time.perf_counter())
+        pid, _ = os.wait()
+        target, started = running.pop(pid)
+        out = workdir / f"{target.name}.record.json"
+        done[target.name] = (json.loads(out.read_text()), time.perf_counter() - started)
+    return done
+
+
+def _start_record(target: Target, workdir: pathlib.Path) -> int:
+    """Run the target's tests once (in a child), recording coverage per function and times;
+    the child writes ``<workdir>/<name>.record.json``. Returns its pid."""
     out = workdir / f"{target.name}.record.json"
     pid = os.fork()
     if pid == 0:
@@ -325,8 +343,7 @@ def record(target: Target, workdir: pathlib.Path) -> dict[str, Any]:
             )
         finally:
             os._exit(int(code))
-    os.waitpid(pid, 0)
-    return json.loads(out.read_text())
+    return pid
 
 
 def _tests_for(mutant: Mutant, recorded: dict[str, Any]) -> list[str]:
@@ -381,11 +398,10 @@ def run(
     for target in targets:
         __import__(target.module)
     results: list[Mutant] = []
+    records = record_all(targets, workdir, jobs)  # both cores busy, not one per module
     for target in targets:
         tree, mutants = collect(target)
-        t0 = time.perf_counter()
-        recorded = record(target, workdir)
-        baseline = time.perf_counter() - t0
+        recorded, baseline = records[target.name]
         if recorded["failed"]:
             print(f"[{target.name}] failing before mutation: {recorded['failed']}", flush=True)
         queue = list(mutants)

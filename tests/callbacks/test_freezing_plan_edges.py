@@ -217,6 +217,27 @@ def test_as_many_milestones_as_unfreeze_steps_are_accepted(trainer_kwargs):
 
 
 @pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"keep_frozen": 1, "groups_per_step": 2},
+            r"`groups_per_step=2` is out of range: the model has 3 layer groups and 1 of them",
+        ),
+        (
+            {"keep_frozen": 1, "milestones": [1, 2]},
+            r"`milestones=\[1, 2\]` has 2 steps, .* 1 to unfreeze 1 at a time: at most 1",
+        ),
+    ],
+    ids=["groups-per-step", "milestones"],
+)
+def test_groups_kept_frozen_are_not_counted_as_unfreezable(kwargs, match, trainer_kwargs):
+    # 2 groups below the head, 1 kept frozen: one group can be unfrozen, in one step
+    freezing = LayerFreezing("gradual", groups=GROUPS, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        pl.Trainer(max_epochs=3, callbacks=[freezing], **trainer_kwargs).fit(Tiny())
+
+
+@pytest.mark.parametrize(
     ("kwargs", "trainer", "late"),
     [
         (
