@@ -552,7 +552,7 @@ def write_report(results: list[Mutant], seconds: float, path: pathlib.Path, comm
         ),
         f"| **all** | {len(results)} | **{_score(results)}** | **{_score(after)}** |",
         "",
-        f"Wall time: {seconds / 60:.1f} min (`nice -n 19 {command}`)."
+        f"Wall time: {seconds / 60:.1f} min (`{command}`)."
         if seconds
         else "Assembled with `--from-log` from the per-mutant output of several runs.",
         "",
