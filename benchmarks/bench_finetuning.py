@@ -11,7 +11,8 @@ base. The score is the test accuracy of the last epoch (no early stopping, no se
 Arms (``--arms``): ``plain`` (full fine-tuning, constant LR), ``backbone_finetuning``
 (Lightning's ``BackboneFinetuning`` defaults), ``old_recipe`` (the README's former
 recommendation), ``preset`` (``lightning_tune.recipes.finetune`` at the setting's LR),
-``preset_auto`` (the preset with the LR from its range test; once per base) and ``cand_*``
+``preset_auto`` (the preset with the LR from its range test, judged on the validation loss;
+once per base), ``preset_auto_train`` (the same range test on the training loss) and ``cand_*``
 (candidate recipes of the pilot that chose the preset). The *oracle* is ``plain`` at the best
 LR of its base, read from the same runs.
 
@@ -116,8 +117,11 @@ def _old_recipe(run: dict) -> list[Any]:
 def _preset(run: dict, module: TimmClassifier, data: DigitsDataModule) -> list[Any]:
     from lightning_tune.recipes import finetune
 
-    lr = None if run["arm"] == "preset_auto" else run["lr"]
-    recipe = finetune(module, data, max_epochs=run["epochs"], lr=lr)
+    auto = run["arm"].startswith("preset_auto")
+    lr = None if auto else run["lr"]
+    # preset_auto_train: the range test on the training loss (the preset's former default)
+    monitor = None if run["arm"] == "preset_auto_train" else "val_loss"
+    recipe = finetune(module, data, max_epochs=run["epochs"], lr=lr, monitor=monitor)
     run["preset"] = recipe.summary()
     return recipe.callbacks
 
@@ -179,7 +183,8 @@ CANDIDATES: dict[str, Callable[[dict, int], list[Any]]] = {
     "cand_wsd_decay": lambda r, n: [_wsd(), LayerFreezing("none", lr_decay=0.8)],
     "cand_cosine_head": lambda r, n: [LRSchedule("cosine", warmup=0.1), _head_first(r, n)],
 }
-ARMS = ("plain", "backbone_finetuning", "old_recipe", "preset", "preset_auto", *CANDIDATES)
+AUTO_ARMS = ("preset_auto", "preset_auto_train")
+ARMS = ("plain", "backbone_finetuning", "old_recipe", "preset", *AUTO_ARMS, *CANDIDATES)
 DEFAULT_ARMS = ("plain", "backbone_finetuning", "old_recipe", "preset", "preset_auto")
 
 
@@ -191,7 +196,7 @@ def callbacks_for(run: dict, module: TimmClassifier, data: DigitsDataModule) -> 
         return [BackboneFinetuning()]
     if arm == "old_recipe":
         return _old_recipe(run)
-    if arm in ("preset", "preset_auto"):
+    if arm == "preset" or arm in AUTO_ARMS:
         return _preset(run, module, data)
     steps = run["epochs"] * len(data.train_dataloader())
     return CANDIDATES[arm](run, steps)
@@ -295,8 +300,8 @@ def planned_runs(
     by_length = sorted(selected, key=lambda b: -b.epochs * b.labels / b.batch)
     for seed in range(seeds):
         for arm in arms:
-            # preset_auto chooses its own LR: one run per base and seed (lr=None).
-            arm_lrs: tuple[float | None, ...] = (None,) if arm == "preset_auto" else tuple(lrs)
+            # preset_auto* chooses its own LR: one run per base and seed (lr=None).
+            arm_lrs: tuple[float | None, ...] = (None,) if arm in AUTO_ARMS else tuple(lrs)
             for base in by_length:
                 for lr in arm_lrs:
                     runs.append({**asdict(base), "lr": lr, "arm": arm, "seed": seed})
@@ -397,7 +402,7 @@ def per_axis(rows: list[dict]) -> list[str]:
 def summary(runs: list[dict], arms: list[str]) -> str:
     mean = means(runs)
     out = []
-    for arm in [a for a in arms if a not in ("plain", "preset_auto")]:
+    for arm in [a for a in arms if a != "plain" and a not in AUTO_ARMS]:
         rows = compare(mean, arm)
         if not rows:
             continue
@@ -416,7 +421,8 @@ def summary(runs: list[dict], arms: list[str]) -> str:
             *per_axis(rows),
             "",
         ]
-    out += _auto_lines(mean)
+    for arm in [a for a in arms if a in AUTO_ARMS]:
+        out += _auto_lines(mean, arm)
     out += _settings_table(mean, arms)
     return "\n".join(out)
 
@@ -426,13 +432,13 @@ def _setting(r: dict) -> str:
     return f"{b.model} b{b.batch} {b.labels:.0%} {b.epochs}ep lr {r['lr']:g}"
 
 
-def _auto_lines(mean: dict[tuple, float]) -> list[str]:
-    rows = [(b, v) for (b, lr, a), v in mean.items() if a == "preset_auto"]
+def _auto_lines(mean: dict[tuple, float], arm: str = "preset_auto") -> list[str]:
+    rows = [(b, v) for (b, lr, a), v in mean.items() if a == arm]
     if not rows:
         return []
     gaps = [max(mean.get((b, x, "plain"), math.nan) for x in LRS) - v for b, v in rows]
     return [
-        f"### preset_auto (LR from the range test) vs the oracle ({len(rows)} bases)",
+        f"### {arm} (LR from the range test) vs the oracle ({len(rows)} bases)",
         "",
         f"below the oracle by {100 * statistics.mean(gaps):.1f} points on average "
         f"(worst {100 * max(gaps):.1f}, best {100 * min(gaps):+.1f})",
@@ -441,7 +447,7 @@ def _auto_lines(mean: dict[tuple, float]) -> list[str]:
 
 
 def _settings_table(mean: dict[tuple, float], arms: list[str]) -> list[str]:
-    shown = [a for a in arms if a != "preset_auto"]
+    shown = [a for a in arms if a not in AUTO_ARMS]
     lines = [
         "| model | batch | labels | epochs | LR | " + " | ".join(shown) + " | oracle |",
         "|---" * (6 + len(shown)) + "|",

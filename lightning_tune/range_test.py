@@ -27,7 +27,7 @@ from typing_extensions import override
 
 from lightning_tune._compat import run_namespace
 from lightning_tune._lightning import Callback
-from lightning_tune._validation import check_int, check_number
+from lightning_tune._validation import check_choice, check_int, check_number
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -48,17 +48,23 @@ class RangeTestResult:
             an exponential average would move the minimum to higher LRs).
         suggestion: the suggested base LR (see :func:`suggest_lr`).
         diverged: whether the run stopped early because the loss blew up.
+        monitor: the validation metric the curve shows (``losses`` are then its values, every
+            ``val_every`` steps); None: the training loss.
+        mode: ``"min"``, or ``"max"`` when the best ``monitor`` value is the highest.
     """
 
     lrs: tuple[float, ...]
     losses: tuple[float, ...]
     suggestion: float
     diverged: bool
+    monitor: str | None = None
+    mode: str = "min"
 
     @property
     def best_loss_lr(self) -> float:
-        """The LR at the lowest smoothed loss."""
-        return self.lrs[min(range(len(self.losses)), key=self.losses.__getitem__)]
+        """The LR at the best smoothed value (the lowest loss; the highest with mode "max")."""
+        sign = -1.0 if self.mode == "max" else 1.0
+        return self.lrs[min(range(len(self.losses)), key=lambda i: sign * self.losses[i])]
 
     def plot(self, path: str | os.PathLike) -> pathlib.Path:
         """Save the loss-vs-LR curve with the suggestion marked as a PNG."""
@@ -66,13 +72,14 @@ class RangeTestResult:
 
         path = pathlib.Path(path)
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        ax.plot(self.lrs, self.losses, lw=2, label="training loss (smoothed)")
+        label = "training loss" if self.monitor is None else self.monitor
+        ax.plot(self.lrs, self.losses, lw=2, label=f"{label} (smoothed)")
         ax.axvline(
             self.suggestion, color="tab:red", ls="--", label=f"suggested {self.suggestion:.2g}"
         )
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
-        ax.set_ylabel("training loss")
+        ax.set_ylabel(label)
         ax.set_title("LR range test" + (" (stopped: the loss diverged)" if self.diverged else ""))
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -117,11 +124,21 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float], divisor: float = D
 class _Ramp(Callback):
     """Sets the geometric LR before each step and records the smoothed loss after it."""
 
-    def __init__(self, min_lr: float, max_lr: float, num_steps: int, smoothing: float) -> None:
+    def __init__(
+        self,
+        min_lr: float,
+        max_lr: float,
+        num_steps: int,
+        smoothing: float,
+        monitor: str | None = None,
+        mode: str = "min",
+    ) -> None:
         self.min_lr, self.max_lr, self.num_steps = min_lr, max_lr, num_steps
-        self.smoothing = smoothing
+        self.smoothing, self.monitor, self.mode = smoothing, monitor, mode
         self.lrs: list[float] = []
         self.losses: list[float] = []
+        self.val_lrs: list[float] = []
+        self.val_values: list[float] = []
         self.diverged = False
         self._average = 0.0
         self._best = math.inf
@@ -162,17 +179,39 @@ class _Ramp(Callback):
         if step > 0 and smoothed > 4 * self._best:
             self.diverged, trainer.should_stop = True, True
 
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.monitor is None or trainer.global_step == 0:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            raise ValueError(
+                f"lr_range_test(monitor={self.monitor!r}): the module logged no such validation "
+                f"metric (logged: {sorted(trainer.callback_metrics)}); pass the name it logs in "
+                "`validation_step`, or monitor=None for the training loss"
+            )
+        value = float(value)
+        self.val_lrs.append(self.lr_at(trainer.global_step - 1))
+        # stored as "lower is better", so one suggestion rule serves both modes
+        self.val_values.append(value if self.mode == "min" else -value)
+        if not math.isfinite(value):
+            self.diverged, trainer.should_stop = True, True
+
 
 def lr_range_test(
     module: pl.LightningModule,
     datamodule: pl.LightningDataModule | None = None,
     *,
     train_dataloaders: Any = None,
+    val_dataloaders: Any = None,
     min_lr: float = 1e-6,
     max_lr: float = 1.0,
     num_steps: int = 60,
     smoothing: float = 0.05,
     divisor: float = DIVISOR,
+    monitor: str | None = None,
+    mode: str = "min",
+    val_every: int | None = None,
     **trainer_kwargs: Any,
 ) -> RangeTestResult:
     """Run an LR range test on a copy of ``module`` and suggest a base LR.
@@ -183,6 +222,7 @@ def lr_range_test(
             original keeps its weights.
         datamodule: gives the training batches (or pass ``train_dataloaders``).
         train_dataloaders: training batches when there is no datamodule.
+        val_dataloaders: validation batches for ``monitor`` when there is no datamodule.
         min_lr: first LR (> 0).
         max_lr: last LR (> ``min_lr``).
         num_steps: optimizer steps of the ramp (>= 5); it stops earlier when the smoothed loss
@@ -190,6 +230,15 @@ def lr_range_test(
         smoothing: weight of the newest loss in the exponential average that detects
             divergence, in (0, 1].
         divisor: the suggestion is the LR of the lowest smoothed loss divided by this (>= 1).
+        monitor: judge each LR by this *validation* metric (e.g. ``"val_loss"``, as the module
+            logs it in ``validation_step``) instead of the training loss: the module is
+            validated every ``val_every`` steps during the ramp and the suggestion comes from
+            that curve. On a pretrained model and a small training set the training loss keeps
+            falling at LRs that already wreck what the model knew (the few examples are
+            memorised; batch norm's running statistics drift), which only held-out data shows.
+        mode: ``"min"`` (a loss) or ``"max"`` (an accuracy) for ``monitor``.
+        val_every: optimizer steps between validations with ``monitor`` (default: a 20th of
+            ``num_steps``, at least 1).
         **trainer_kwargs: extra ``pl.Trainer`` arguments (``accelerator``, ``precision``, ...).
 
     Returns:
@@ -210,12 +259,27 @@ def lr_range_test(
     num_steps = check_int("num_steps", num_steps, minimum=5)
     smoothing = check_number("smoothing", smoothing, low=0, high=1, low_open=True)
     divisor = check_number("divisor", divisor, low=1)
+    mode = check_choice("mode", mode, ("min", "max"))
+    if val_every is None:
+        val_every = max(1, num_steps // 20)
+    val_every = check_int("val_every", val_every, minimum=1)
     if (datamodule is None) == (train_dataloaders is None):
         raise ValueError(
             "lr_range_test needs the training batches: pass `datamodule` or "
             f"`train_dataloaders` (exactly one), but got {datamodule=!r}, {train_dataloaders=!r}"
         )
-    ramp = _Ramp(min_lr, max_lr, num_steps, smoothing)
+    if datamodule is not None and val_dataloaders is not None:
+        raise ValueError(
+            "lr_range_test takes validation batches from `datamodule` or from `val_dataloaders`, "
+            "not both: drop `val_dataloaders` or pass `train_dataloaders` instead of the datamodule"
+        )
+    ramp = _Ramp(min_lr, max_lr, num_steps, smoothing, monitor, mode)
+    validation: dict[str, Any] = (
+        {"limit_val_batches": 0}
+        if monitor is None
+        # every `val_every` optimizer steps, counted across epochs
+        else {"val_check_interval": val_every, "check_val_every_n_epoch": None}
+    )
     options: dict[str, Any] = {
         "accelerator": "cpu",
         "devices": 1,
@@ -224,16 +288,38 @@ def lr_range_test(
         "enable_progress_bar": False,
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,
-        "limit_val_batches": 0,
+        **validation,
         **trainer_kwargs,
     }
     ns = run_namespace(module, datamodule)
     trainer = ns.Trainer(max_steps=num_steps, max_epochs=-1, callbacks=[ramp], **options)
-    trainer.fit(copy.deepcopy(module), datamodule=datamodule, train_dataloaders=train_dataloaders)
+    trainer.fit(
+        copy.deepcopy(module),
+        datamodule=datamodule,
+        train_dataloaders=train_dataloaders,
+        val_dataloaders=val_dataloaders,
+    )
     if not ramp.losses:
         raise RuntimeError(
             "the LR range test recorded no finite training loss: `training_step` must return "
             "the loss (a tensor, or a dict with 'loss')"
+        )
+    if monitor is not None:
+        if not ramp.val_values:
+            raise RuntimeError(
+                f"the LR range test validated no step with monitor={monitor!r}: the ramp ended "
+                f"after {len(ramp.losses)} steps, before the first validation (val_every="
+                f"{val_every}); lower `val_every` or give the ramp more steps"
+            )
+        values = centred_average(ramp.val_values, 3)
+        shown = values if mode == "min" else [-v for v in values]
+        return RangeTestResult(
+            lrs=tuple(ramp.val_lrs),
+            losses=tuple(shown),
+            suggestion=suggest_lr(ramp.val_lrs, values, divisor),
+            diverged=ramp.diverged,
+            monitor=monitor,
+            mode=mode,
         )
     losses = centred_average(ramp.losses, max(3, num_steps // 12))
     return RangeTestResult(

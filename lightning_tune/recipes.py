@@ -163,6 +163,7 @@ def finetune(
     lr: float | None = None,
     accumulate_grad_batches: int = 1,
     range_test: bool | None = None,
+    monitor: str | None = "val_loss",
 ) -> FinetunePlan:
     """The fine-tuning preset: choices from the run's length in steps, LR from a range test.
 
@@ -182,6 +183,10 @@ def finetune(
         accumulate_grad_batches: the Trainer's gradient accumulation.
         range_test: run the range test when ``lr`` is None (default True; needs ``module``
             and ``datamodule``).
+        monitor: the validation metric the range test judges each LR by (the module must log
+            it in ``validation_step``; ``TimmClassifier`` logs ``val_loss``); None: the
+            training loss, which on a small training set keeps falling at LRs that already
+            wreck the pretrained weights.
 
     Example:
         >>> from lightning_tune import DigitsDataModule, TimmClassifier
@@ -218,5 +223,5 @@ def finetune(
         )
     from lightning_tune.range_test import lr_range_test
 
-    suggestion = lr_range_test(module, datamodule).suggestion
+    suggestion = lr_range_test(module, datamodule, monitor=monitor).suggestion
     return FinetunePlan(**{**asdict(plan), "lr": suggestion, "lr_source": "range test"})

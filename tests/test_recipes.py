@@ -103,6 +103,17 @@ def test_without_an_lr_the_range_test_picks_it(trainer_kwargs):
     assert (kept.lr, kept.lr_source) == (None, "module")
 
 
+def test_the_range_test_judges_the_lr_by_the_validation_loss(trainer_kwargs):
+    """By default the range test follows the module's `val_loss` (another metric by name, or
+    the training loss with monitor=None)."""
+    pl.seed_everything(0, verbose=False)
+    data = DigitsDataModule(image_size=8, batch_size=64, train_fraction=0.2)
+    with pytest.raises(ValueError, match=r"monitor='val_f1'\): the module logged no such"):
+        finetune(TimmClassifier("test_resnet"), data, max_epochs=2, monitor="val_f1")
+    by_train = finetune(TimmClassifier("test_resnet"), data, max_epochs=2, monitor=None)
+    assert by_train.lr_source == "range test" and 1e-6 <= by_train.lr <= 1.0
+
+
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
