@@ -263,34 +263,9 @@ def lr_range_test(
     if val_every is None:
         val_every = max(1, num_steps // 20)
     val_every = check_int("val_every", val_every, minimum=1)
-    if (datamodule is None) == (train_dataloaders is None):
-        raise ValueError(
-            "lr_range_test needs the training batches: pass `datamodule` or "
-            f"`train_dataloaders` (exactly one), but got {datamodule=!r}, {train_dataloaders=!r}"
-        )
-    if datamodule is not None and val_dataloaders is not None:
-        raise ValueError(
-            "lr_range_test takes validation batches from `datamodule` or from `val_dataloaders`, "
-            "not both: drop `val_dataloaders` or pass `train_dataloaders` instead of the datamodule"
-        )
+    _check_sources(datamodule, train_dataloaders, val_dataloaders)
     ramp = _Ramp(min_lr, max_lr, num_steps, smoothing, monitor, mode)
-    validation: dict[str, Any] = (
-        {"limit_val_batches": 0}
-        if monitor is None
-        # every `val_every` optimizer steps, counted across epochs
-        else {"val_check_interval": val_every, "check_val_every_n_epoch": None}
-    )
-    options: dict[str, Any] = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        **validation,
-        **trainer_kwargs,
-    }
+    options = _trainer_options(monitor, val_every, trainer_kwargs)
     ns = run_namespace(module, datamodule)
     trainer = ns.Trainer(max_steps=num_steps, max_epochs=-1, callbacks=[ramp], **options)
     trainer.fit(
@@ -305,26 +280,64 @@ def lr_range_test(
             "the loss (a tensor, or a dict with 'loss')"
         )
     if monitor is not None:
-        if not ramp.val_values:
-            raise RuntimeError(
-                f"the LR range test validated no step with monitor={monitor!r}: the ramp ended "
-                f"after {len(ramp.losses)} steps, before the first validation (val_every="
-                f"{val_every}); lower `val_every` or give the ramp more steps"
-            )
-        values = centred_average(ramp.val_values, 3)
-        shown = values if mode == "min" else [-v for v in values]
-        return RangeTestResult(
-            lrs=tuple(ramp.val_lrs),
-            losses=tuple(shown),
-            suggestion=suggest_lr(ramp.val_lrs, values, divisor),
-            diverged=ramp.diverged,
-            monitor=monitor,
-            mode=mode,
-        )
+        return _monitored_result(ramp, divisor, val_every)
     losses = centred_average(ramp.losses, max(3, num_steps // 12))
     return RangeTestResult(
         lrs=tuple(ramp.lrs),
         losses=tuple(losses),
         suggestion=suggest_lr(ramp.lrs, losses, divisor),
         diverged=ramp.diverged,
+    )
+
+
+def _check_sources(datamodule: Any, train_dataloaders: Any, val_dataloaders: Any) -> None:
+    if (datamodule is None) == (train_dataloaders is None):
+        raise ValueError(
+            "lr_range_test needs the training batches: pass `datamodule` or "
+            f"`train_dataloaders` (exactly one), but got {datamodule=!r}, {train_dataloaders=!r}"
+        )
+    if datamodule is not None and val_dataloaders is not None:
+        raise ValueError(
+            "lr_range_test takes validation batches from `datamodule` or from `val_dataloaders`, "
+            "not both: drop `val_dataloaders` or pass `train_dataloaders` instead of the datamodule"
+        )
+
+
+def _trainer_options(
+    monitor: str | None, val_every: int, trainer_kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    validation: dict[str, Any] = (
+        {"limit_val_batches": 0}
+        if monitor is None
+        # every `val_every` optimizer steps, counted across epochs
+        else {"val_check_interval": val_every, "check_val_every_n_epoch": None}
+    )
+    return {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        **validation,
+        **trainer_kwargs,
+    }
+
+
+def _monitored_result(ramp: _Ramp, divisor: float, val_every: int) -> RangeTestResult:
+    if not ramp.val_values:
+        raise RuntimeError(
+            f"the LR range test validated no step with monitor={ramp.monitor!r}: the ramp ended "
+            f"after {len(ramp.losses)} steps, before the first validation (val_every="
+            f"{val_every}); lower `val_every` or give the ramp more steps"
+        )
+    values = centred_average(ramp.val_values, 3)  # stored as "lower is better"
+    return RangeTestResult(
+        lrs=tuple(ramp.val_lrs),
+        losses=tuple(values if ramp.mode == "min" else [-v for v in values]),
+        suggestion=suggest_lr(ramp.val_lrs, values, divisor),
+        diverged=ramp.diverged,
+        monitor=ramp.monitor,
+        mode=ramp.mode,
     )
