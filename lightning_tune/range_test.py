@@ -328,9 +328,10 @@ def _trainer_options(
 def _monitored_result(ramp: _Ramp, divisor: float, val_every: int) -> RangeTestResult:
     if not ramp.val_values:
         raise RuntimeError(
-            f"the LR range test validated no step with monitor={ramp.monitor!r}: the ramp ended "
-            f"after {len(ramp.losses)} steps, before the first validation (val_every="
-            f"{val_every}); lower `val_every` or give the ramp more steps"
+            f"the LR range test validated no step with monitor={ramp.monitor!r}: no validation "
+            f"ran in the ramp's {len(ramp.losses)} steps (val_every={val_every}); give it "
+            "validation batches (the datamodule's `val_dataloader` or `val_dataloaders`), lower "
+            "`val_every`, or pass monitor=None for the training loss"
         )
     values = centred_average(ramp.val_values, 3)  # stored as "lower is better"
     return RangeTestResult(

@@ -228,6 +228,9 @@ def test_monitored_range_test_errors(trainer_kwargs):
         RuntimeError, match=r"validated no step with monitor='val_loss'.*val_every=50"
     ):
         lr_range_test(Checked("sgd"), monitor="val_loss", val_every=50, **common)
+    no_val = {**common, "val_dataloaders": None}
+    with pytest.raises(RuntimeError, match=r"no validation ran in the ramp's 6 steps.*batches"):
+        lr_range_test(Checked("sgd"), monitor="val_loss", val_every=2, **no_val)
     with pytest.raises(
         ValueError, match=r"`mode` must be one of .*'min'.*'max'.*but got mode='low'"
     ):
