@@ -4,8 +4,10 @@ Smith's test (as fastai's ``lr_find`` and Lightning's ``Tuner.lr_find``): train 
 module for ``num_steps`` optimizer steps while the LR grows geometrically from ``min_lr`` to
 ``max_lr``, record the training loss, stop early when it diverges, and suggest the LR of the
 lowest loss (smoothed by a centred moving average) divided by ``divisor`` (3 by default:
-on a quadratic with SGD or Adam this lands within 1.5x of the best constant LR). The user's
-module, its optimizer and its weights are untouched.
+on a quadratic with SGD or Adam this lands within 1.5x of the best constant LR). With
+``monitor="val_loss"`` (what the fine-tuning preset uses) the copy is validated every few
+steps of the ramp and that curve decides instead. The user's module, its optimizer and its
+weights are untouched.
 
 Each parameter group keeps its ``lr_scale`` (layer-wise decay): the group's LR is
 ``lr * lr_scale``, so the suggestion is the base LR that ``TimmClassifier(lr=...)`` or
@@ -253,6 +255,15 @@ def lr_range_test(
         ... )
         >>> 1e-6 <= result.suggestion < 1.0
         True
+
+        Judged on the validation loss, one point every ``val_every`` steps:
+
+        >>> result = lr_range_test(
+        ...     TimmClassifier("test_resnet"), DigitsDataModule(image_size=16),
+        ...     num_steps=12, monitor="val_loss", val_every=3,
+        ... )
+        >>> result.monitor, len(result.lrs)
+        ('val_loss', 4)
     """
     min_lr = check_number("min_lr", min_lr, low=0, low_open=True)
     max_lr = check_number("max_lr", max_lr, low=min_lr, low_open=True)

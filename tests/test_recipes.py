@@ -10,6 +10,7 @@ import torch
 
 from lightning_tune import DigitsDataModule, TimmClassifier
 from lightning_tune.callbacks import LRSchedule
+from lightning_tune.range_test import lr_range_test
 from lightning_tune.recipes import SHORT_RUN_STEPS, finetune, plan_finetuning
 from lightning_tune.schedules import StableDecay
 
@@ -112,6 +113,11 @@ def test_the_range_test_judges_the_lr_by_the_validation_loss(trainer_kwargs):
         finetune(TimmClassifier("test_resnet"), data, max_epochs=2, monitor="val_f1")
     by_train = finetune(TimmClassifier("test_resnet"), data, max_epochs=2, monitor=None)
     assert by_train.lr_source == "range test" and 1e-6 <= by_train.lr <= 1.0
+    module = TimmClassifier("test_resnet")
+    pl.seed_everything(1, verbose=False)
+    default = finetune(module, data, max_epochs=2).lr
+    pl.seed_everything(1, verbose=False)
+    assert default == lr_range_test(module, data, monitor="val_loss").suggestion
 
 
 @pytest.mark.parametrize(
