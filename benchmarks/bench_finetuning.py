@@ -11,8 +11,10 @@ base. The score is the test accuracy of the last epoch (no early stopping, no se
 Arms (``--arms``): ``plain`` (full fine-tuning, constant LR), ``backbone_finetuning``
 (Lightning's ``BackboneFinetuning`` defaults), ``old_recipe`` (the README's former
 recommendation), ``preset`` (``lightning_tune.recipes.finetune`` at the setting's LR),
-``preset_auto`` (the preset with the LR from its range test, judged on the validation loss;
-once per base), ``preset_auto_train`` (the same range test on the training loss) and ``cand_*``
+``preset_auto`` (the preset with no LR given: the LR from its probe, judged on the validation
+accuracy; once per base), ``preset_probe_loss`` (the probe judged on the validation loss),
+``preset_range_test`` (an LR range test judged on the validation loss), ``preset_auto_train``
+(the range test on the training loss) and ``cand_*``
 (candidate recipes of the pilot that chose the preset). The *oracle* is ``plain`` at the best
 LR of its base, read from the same runs.
 
@@ -114,14 +116,22 @@ def _old_recipe(run: dict) -> list[Any]:
     ]
 
 
+# The preset with no LR given, one run per base and seed: how it searches for the LR.
+AUTO_ARMS: dict[str, dict[str, Any]] = {
+    "preset_auto": {},  # the preset's default: the LR probe, judged on the validation accuracy
+    "preset_probe_loss": {"monitor": "val_loss", "mode": "min"},  # the probe on val_loss
+    "preset_range_test": {"lr_search": "range_test", "monitor": "val_loss", "mode": "min"},
+    "preset_auto_train": {"lr_search": "range_test", "monitor": None},  # the training loss
+}
+
+
 def _preset(run: dict, module: TimmClassifier, data: DigitsDataModule) -> list[Any]:
     from lightning_tune.recipes import finetune
 
-    auto = run["arm"].startswith("preset_auto")
-    lr = None if auto else run["lr"]
-    # preset_auto_train: the range test on the training loss (the preset's former default)
-    monitor = None if run["arm"] == "preset_auto_train" else "val_loss"
-    recipe = finetune(module, data, max_epochs=run["epochs"], lr=lr, monitor=monitor)
+    if run["arm"] in AUTO_ARMS:
+        recipe = finetune(module, data, max_epochs=run["epochs"], **AUTO_ARMS[run["arm"]])
+    else:
+        recipe = finetune(module, data, max_epochs=run["epochs"], lr=run["lr"])
     run["preset"] = recipe.summary()
     return recipe.callbacks
 
@@ -183,7 +193,6 @@ CANDIDATES: dict[str, Callable[[dict, int], list[Any]]] = {
     "cand_wsd_decay": lambda r, n: [_wsd(), LayerFreezing("none", lr_decay=0.8)],
     "cand_cosine_head": lambda r, n: [LRSchedule("cosine", warmup=0.1), _head_first(r, n)],
 }
-AUTO_ARMS = ("preset_auto", "preset_auto_train")
 ARMS = ("plain", "backbone_finetuning", "old_recipe", "preset", *AUTO_ARMS, *CANDIDATES)
 DEFAULT_ARMS = ("plain", "backbone_finetuning", "old_recipe", "preset", "preset_auto")
 
@@ -224,6 +233,7 @@ def pretrained_file(model: str, cache: Path) -> Path:
     path = cache / f"{model}_digits_even_{IMAGE_SIZE}px.pth"
     if path.exists():
         return path
+    torch.set_num_threads(1)  # the same float sums on any machine: the same weights file
     pl.seed_everything(0, verbose=False)
     data = DigitsDataModule(
         image_size=IMAGE_SIZE, batch_size=PRETRAIN["batch_size"], classes=list(SOURCE), seed=0
@@ -251,13 +261,14 @@ def finetune_run(run: dict, weights: str) -> dict:
         batch_size=run["batch"],
         classes=list(TARGET),
         train_fraction=run["labels"],
+        val_fraction=run.get("val_fraction", 0.15),
         seed=run["seed"],
     )
     cls = BackboneModule if run["arm"] == "backbone_finetuning" else TimmClassifier
     module = cls(
         run["model"],
         num_classes=len(TARGET),
-        # preset_auto: a placeholder; the preset sets the peak LR from its range test
+        # preset_auto*: a placeholder, the centre of the preset's LR probe
         lr=run["lr"] if run["lr"] is not None else 1e-3,
         pretrained=weights,
         model_kwargs=MODEL_KWARGS.get(run["model"]),
@@ -292,13 +303,17 @@ def _key(run: dict) -> tuple:
 
 
 def planned_runs(
-    arms: Iterable[str], seeds: int, selected: list[Base], lrs: Iterable[float] = LRS
+    arms: Iterable[str],
+    seeds: int,
+    selected: list[Base],
+    lrs: Iterable[float] = LRS,
+    first_seed: int = 0,
 ) -> list[dict]:
     """Seed by seed, then arm by arm (in the order given), the longest runs first: an
     interrupted grid has whole seeds of the first arms, where the arms differ most."""
     runs = []
     by_length = sorted(selected, key=lambda b: -b.epochs * b.labels / b.batch)
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         for arm in arms:
             # preset_auto* chooses its own LR: one run per base and seed (lr=None).
             arm_lrs: tuple[float | None, ...] = (None,) if arm in AUTO_ARMS else tuple(lrs)
@@ -319,7 +334,8 @@ def load(path: Path) -> list[dict]:
 def run_grid(args: argparse.Namespace) -> None:
     selected = [b for i, b in enumerate(bases()) if args.bases is None or i in args.bases]
     done = {_key(r) for r in load(args.results)}
-    planned = planned_runs(args.arms, args.seeds, selected, args.lrs)
+    planned = planned_runs(args.arms, args.seeds, selected, args.lrs, args.first_seed)
+    planned = [{**r, "val_fraction": args.val_fraction} for r in planned]
     todo = [r for r in planned if _key(r) not in done]
     weights = {m: str(pretrained_file(m, args.cache)) for m in {r["model"] for r in todo}}
     print(f"{len(done)} runs done, {len(todo)} to go", flush=True)
@@ -422,7 +438,7 @@ def summary(runs: list[dict], arms: list[str]) -> str:
             "",
         ]
     for arm in [a for a in arms if a in AUTO_ARMS]:
-        out += _auto_lines(mean, arm)
+        out += _auto_lines(mean, arm, runs)
     out += _settings_table(mean, arms)
     return "\n".join(out)
 
@@ -432,18 +448,48 @@ def _setting(r: dict) -> str:
     return f"{b.model} b{b.batch} {b.labels:.0%} {b.epochs}ep lr {r['lr']:g}"
 
 
-def _auto_lines(mean: dict[tuple, float], arm: str = "preset_auto") -> list[str]:
-    rows = [(b, v) for (b, lr, a), v in mean.items() if a == arm]
+def _auto_lines(mean: dict[tuple, float], arm: str, runs: list[dict]) -> list[str]:
+    """An LR-searching arm against the oracle, and against plain at every LR of its base."""
+    rows = sorted(((b, v) for (b, lr, a), v in mean.items() if a == arm), key=lambda r: str(r[0]))
     if not rows:
         return []
     gaps = [max(mean.get((b, x, "plain"), math.nan) for x in LRS) - v for b, v in rows]
-    return [
-        f"### {arm} (LR from the range test) vs the oracle ({len(rows)} bases)",
+    versus = [v - mean[(b, x, "plain")] for b, v in rows for x in LRS if (b, x, "plain") in mean]
+    count = {
+        "win": sum(d > TIE for d in versus),
+        "tie": sum(abs(d) <= TIE for d in versus),
+        "loss": sum(d < -TIE for d in versus),
+    }
+
+    def of(base: Base, name: str) -> list[dict]:
+        return [r for r in runs if r["arm"] == name and Base(r["model"], r["batch"], r["labels"],
+                                                             r["epochs"]) == base]  # fmt: skip
+
+    lines = [
+        f"### {arm} (no LR given) vs the oracle ({len(rows)} bases)",
         "",
         f"below the oracle by {100 * statistics.mean(gaps):.1f} points on average "
-        f"(worst {100 * max(gaps):.1f}, best {100 * min(gaps):+.1f})",
+        f"(worst {100 * max(gaps):.1f}, best {100 * min(gaps):+.1f}); against plain at each "
+        f"LR of its base: wins {count['win']}, ties {count['tie']}, losses {count['loss']} "
+        f"(>= plain in {count['win'] + count['tie']}/{len(versus)}), worst "
+        f"{100 * min(versus):+.1f} points",
         "",
+        "| model | batch | labels | epochs | LR chosen (per seed) | accuracy | oracle | gap "
+        "(points) | wall time / plain's |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    for (base, value), gap in zip(rows, gaps):
+        chosen = sorted(of(base, arm), key=lambda r: r["seed"])
+        lrs = ", ".join(f"{r['preset']['lr']:.1g}" for r in chosen if r.get("preset"))
+        plain = [r["seconds"] for r in of(base, "plain")]
+        cost = (
+            statistics.mean(r["seconds"] for r in chosen) / statistics.mean(plain) if plain else 0
+        )
+        lines.append(
+            f"| {base.model} | {base.batch} | {base.labels:.0%} | {base.epochs} | {lrs} "
+            f"| {value:.3f} | {value + gap:.3f} | {100 * gap:+.1f} | {cost:.1f}x |"
+        )
+    return [*lines, ""]
 
 
 def _settings_table(mean: dict[tuple, float], arms: list[str]) -> list[str]:
@@ -514,6 +560,15 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("lightning_tune_runs/bench_finetuning"))
     parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=ARMS)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+seeds-1"
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.15,
+        help="the digits held out for validation (0.15: 136 target images; 0.05: 45)",
+    )
     parser.add_argument("--bases", type=int, nargs="+", default=None, help="indices 0-8 of bases()")
     parser.add_argument("--lrs", type=float, nargs="+", default=list(LRS), help="a subset of LRS")
     parser.add_argument("--workers", type=int, default=1)

@@ -8,7 +8,10 @@ batch size / label smoothing, ``RandomSampler(seed)``, ``MedianPruner``, trial k
   ``pytorch_lightning.Trainer`` runs each trial);
 * ``ours-lightning``: the same with a ``lightning.pytorch`` module;
 * ``oi-lightning``: optuna-integration's ``PyTorchLightningPruningCallback`` (it exists for
-  ``lightning.pytorch`` only) with a hand-written objective.
+  ``lightning.pytorch`` only) with a hand-written objective;
+* ``oi-again`` (with ``--aa``): the same baseline once more in the same pair, so that
+  ``oi-again/oi-lightning`` shows the ratio that identical code gets by chance (the noise floor
+  a ratio of ours has to be read against).
 
 All arms log to CSV and keep no checkpoint. Arms are interleaved per seed and repeated
 (``--repeats``); we check that the three arms prune the same trials with the same values and
@@ -49,7 +52,7 @@ from bench_tuner import (
 from lightning_tune.data import DigitsDataModule
 from lightning_tune.tuner import Tuner
 
-ARMS = {"ours-pl": pl, "ours-lightning": lpl, "oi-lightning": None}
+ARMS = {"ours-pl": pl, "ours-lightning": lpl, "oi-lightning": None, "oi-again": None}
 
 
 def run_ours(ns: Any, seed: int, data: DigitsDataModule, args: argparse.Namespace, workdir: str):
@@ -79,7 +82,7 @@ def run_ours(ns: Any, seed: int, data: DigitsDataModule, args: argparse.Namespac
 
 def run_arm(arm: str, seed: int, data: DigitsDataModule, args: argparse.Namespace, workdir: str):
     start = time.perf_counter()
-    if arm == "oi-lightning":
+    if arm.startswith("oi-"):
         study, per_fit = run_optuna_integration(
             "oi-median", seed, data, args.n_trials, args.max_epochs, workdir
         )
@@ -111,7 +114,9 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=4)
     parser.add_argument("--train-fraction", type=float, default=0.5)
     parser.add_argument("--jsonl", default=None)
+    parser.add_argument("--aa", action="store_true", help="also run the baseline twice per pair")
     args = parser.parse_args()
+    arms = [a for a in ARMS if args.aa or a != "oi-again"]
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -123,11 +128,11 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as workdir:
         warm = argparse.Namespace(**{**vars(args), "n_trials": 1, "max_epochs": 1})
-        for arm in ARMS:  # imports and first allocations outside the measurements
+        for arm in arms:  # imports and first allocations outside the measurements
             run_arm(arm, 99, data, warm, workdir)
         for repeat in range(args.repeats):
             for seed in args.seeds:
-                order = list(ARMS) if repeat % 2 == 0 else list(reversed(ARMS))
+                order = arms if repeat % 2 == 0 else list(reversed(arms))
                 for arm in order:
                     run = {**run_arm(arm, seed, data, args, workdir), "repeat": repeat}
                     runs.append(run)
@@ -145,10 +150,10 @@ def main() -> None:
     identical = all(
         by_seed[arm, s]["pruned"] == by_seed["oi-lightning", s]["pruned"]
         and by_seed[arm, s]["values"] == by_seed["oi-lightning", s]["values"]
-        for arm in ARMS
+        for arm in arms
         for s in args.seeds
     )
-    wall = {arm: [r["wall_s"] for r in runs if r["arm"] == arm] for arm in ARMS}
+    wall = {arm: [r["wall_s"] for r in runs if r["arm"] == arm] for arm in arms}
 
     def paired(key: str) -> dict[str, list[float]]:
         return {
@@ -160,12 +165,13 @@ def main() -> None:
                 if o["arm"] == "oi-lightning"
                 and (o["seed"], o["repeat"]) == (r["seed"], r["repeat"])
             ]
-            for arm in ("ours-pl", "ours-lightning")
+            for arm in arms
+            if arm != "oi-lightning"
         }
 
     ratios, outside_ratios = paired("wall_s"), paired("outside_step_s")
-    outside = {arm: [r["outside_step_s"] for r in runs if r["arm"] == arm] for arm in ARMS}
-    in_step = {arm: [r["in_step_s"] for r in runs if r["arm"] == arm] for arm in ARMS}
+    outside = {arm: [r["outside_step_s"] for r in runs if r["arm"] == arm] for arm in arms}
+    in_step = {arm: [r["in_step_s"] for r in runs if r["arm"] == arm] for arm in arms}
     summary = {
         "task": {
             "n_trials": args.n_trials,

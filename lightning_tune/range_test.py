@@ -323,6 +323,12 @@ def _trainer_options(
         # every `val_every` optimizer steps, counted across epochs
         else {"val_check_interval": val_every, "check_val_every_n_epoch": None}
     )
+    return quiet_trainer_options({**validation, **trainer_kwargs})
+
+
+def quiet_trainer_options(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Trainer arguments of a throwaway run (range test, LR probe): one CPU device, no logger,
+    checkpoint, progress bar, summary or sanity check; ``trainer_kwargs`` override them."""
     return {
         "accelerator": "cpu",
         "devices": 1,
@@ -331,7 +337,6 @@ def _trainer_options(
         "enable_progress_bar": False,
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,
-        **validation,
         **trainer_kwargs,
     }
 

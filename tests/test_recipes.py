@@ -10,8 +10,9 @@ import torch
 
 from lightning_tune import DigitsDataModule, TimmClassifier
 from lightning_tune.callbacks import LRSchedule
+from lightning_tune.lr_probe import candidate_lrs, lr_probe
 from lightning_tune.range_test import lr_range_test
-from lightning_tune.recipes import SHORT_RUN_STEPS, finetune, plan_finetuning
+from lightning_tune.recipes import PROBE_STEPS, SHORT_RUN_STEPS, finetune, plan_finetuning
 from lightning_tune.schedules import StableDecay
 
 
@@ -94,30 +95,64 @@ def test_long_run_follows_the_planned_lrs(trainer_kwargs):
     assert seen == pytest.approx(expected)
 
 
-def test_without_an_lr_the_range_test_picks_it(trainer_kwargs):
+def test_without_an_lr_the_probe_picks_it(trainer_kwargs):
+    """The default search: five LRs around the module's, each running the plan's own schedule
+    for min(total_steps, 50) steps, judged on the validation accuracy."""
     pl.seed_everything(0, verbose=False)
     data = DigitsDataModule(image_size=8, batch_size=64, train_fraction=0.2)
-    plan = finetune(TimmClassifier("test_resnet"), data, max_epochs=2)
-    assert plan.lr_source == "range test"
-    assert 1e-6 <= plan.lr <= 1.0
+    module = TimmClassifier("test_resnet", lr=2e-3)
+    plan = finetune(module, data, max_epochs=2)
+    assert plan.lr_source == "probe" and plan.total_steps == 8
+    probe = lr_probe(
+        module,
+        data,
+        num_steps=8,
+        callbacks=lambda peak: plan_finetuning(8, lr=peak).callbacks,
+        monitor="val_acc",
+        mode="max",
+        tie_break="val_loss",
+    )
+    assert probe.lrs == pytest.approx(candidate_lrs(2e-3))
+    assert plan.lr == probe.suggestion
+    assert max(probe.values) == probe.values[probe.lrs.index(plan.lr)]
     kept = finetune(TimmClassifier("test_resnet"), data, max_epochs=2, range_test=False)
     assert (kept.lr, kept.lr_source) == (None, "module")
 
 
-def test_the_range_test_judges_the_lr_by_the_validation_loss(trainer_kwargs):
-    """By default the range test follows the module's `val_loss` (another metric by name, or
-    the training loss with monitor=None)."""
+def test_the_probe_of_a_long_run_is_its_first_120_steps(trainer_kwargs):
+    pl.seed_everything(0, verbose=False)
+    data = DigitsDataModule(image_size=8, batch_size=8, train_fraction=0.2)  # 32 batches
+    module = TimmClassifier("test_resnet")
+    plan = finetune(module, data, max_epochs=4, monitor="val_loss", mode="min")
+    assert plan.total_steps == 128 and plan.lr_source == "probe"
+    probe = lr_probe(
+        module,
+        data,
+        num_steps=PROBE_STEPS,
+        callbacks=lambda peak: plan_finetuning(PROBE_STEPS, lr=peak).callbacks,
+    )
+    assert PROBE_STEPS == 120 and plan.lr == probe.suggestion
+
+
+def test_the_range_test_judges_the_lr_by_the_named_metric(trainer_kwargs):
+    """lr_search="range_test": the ramp follows `monitor` (the training loss with None)."""
     pl.seed_everything(0, verbose=False)
     data = DigitsDataModule(image_size=8, batch_size=64, train_fraction=0.2)
     with pytest.raises(ValueError, match=r"monitor='val_f1'\): the module logged no such"):
         finetune(TimmClassifier("test_resnet"), data, max_epochs=2, monitor="val_f1")
-    by_train = finetune(TimmClassifier("test_resnet"), data, max_epochs=2, monitor=None)
+    by_train = finetune(
+        TimmClassifier("test_resnet"), data, max_epochs=2, lr_search="range_test", monitor=None
+    )
     assert by_train.lr_source == "range test" and 1e-6 <= by_train.lr <= 1.0
     module = TimmClassifier("test_resnet")
     pl.seed_everything(1, verbose=False)
-    default = finetune(module, data, max_epochs=2).lr
+    by_loss = finetune(
+        module, data, max_epochs=2, lr_search="range_test", monitor="val_loss", mode="min"
+    )
     pl.seed_everything(1, verbose=False)
-    assert default == lr_range_test(module, data, monitor="val_loss").suggestion
+    assert by_loss.lr == lr_range_test(module, data, monitor="val_loss").suggestion
+    with pytest.raises(ValueError, match=r"`monitor` must name a validation metric.*got None"):
+        finetune(module, data, max_epochs=2, monitor=None)
 
 
 @pytest.mark.parametrize(
@@ -131,6 +166,16 @@ def test_the_range_test_judges_the_lr_by_the_validation_loss(trainer_kwargs):
         ),
         (lambda d: finetune(max_epochs=2, lr=1e-3), ValueError, "`max_epochs` needs `datamodule`"),
         (lambda d: finetune(None, d, max_epochs=2), ValueError, "needs `module` and `datamodule`"),
+        (
+            lambda d: finetune(total_steps=9, lr_search="grid"),
+            ValueError,
+            r"`lr_search` must be one of \['probe', 'range_test'\], but got lr_search='grid'",
+        ),
+        (
+            lambda d: finetune(total_steps=9, mode="best"),
+            ValueError,
+            r"`mode` must be one of \['min', 'max'\]",
+        ),
         (lambda d: finetune(total_steps=0), ValueError, r"`total_steps` must be an int >= 1"),
         (lambda d: finetune(total_steps=9, lr=-1.0), ValueError, r"`lr` must be a number > 0"),
         (lambda d: finetune(total_steps=9, lr="1e-3"), TypeError, r"`lr` must be a number"),
