@@ -217,14 +217,7 @@ def lr_probe(
     values = tuple(v for v, _, _ in results)
     ties = tuple(t for _, t, _ in results) if tie_break is not None else ()
     examples = results[0][2]
-    if examples is not None and examples < FEW_VAL_EXAMPLES:
-        warnings.warn(
-            f"lr_probe judged {len(chosen)} LRs on {examples} validation examples: there an "
-            f"accuracy moves in steps of {100 / examples:.1f} points, so close candidates differ "
-            "by chance; give more validation data, or choose the LR yourself",
-            UserWarning,
-            stacklevel=2,
-        )
+    _warn_if_few(examples, len(chosen))
     best = _best(values, mode, ties)
     if best is None:
         raise RuntimeError(
@@ -234,6 +227,17 @@ def lr_probe(
     return ProbeResult(
         tuple(chosen), values, chosen[best], num_steps, monitor, mode, tie_break, ties, examples
     )
+
+
+def _warn_if_few(examples: int | None, candidates: int) -> None:
+    if examples is not None and examples < FEW_VAL_EXAMPLES:
+        warnings.warn(
+            f"lr_probe judged {candidates} LRs on {examples} validation examples: there an "
+            f"accuracy moves in steps of {100 / examples:.1f} points, so close candidates differ "
+            "by chance; give more validation data, or choose the LR yourself",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 @contextlib.contextmanager

@@ -327,10 +327,11 @@ def _trainer_options(
 
 
 def quiet_trainer_options(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Trainer arguments of a throwaway run (range test, LR probe): one CPU device, no logger,
-    checkpoint, progress bar, summary or sanity check; ``trainer_kwargs`` override them."""
+    """Trainer arguments of a throwaway run (range test, LR probe): one device of Lightning's
+    choice (a GPU when there is one, as ``Trainer()`` picks), no logger, checkpoint, progress
+    bar, summary or sanity check; ``trainer_kwargs`` override them."""
     return {
-        "accelerator": "cpu",
+        "accelerator": "auto",
         "devices": 1,
         "logger": False,
         "enable_checkpointing": False,

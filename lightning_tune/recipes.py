@@ -12,6 +12,7 @@ or to test them without a model.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -169,6 +170,7 @@ def finetune(
     monitor: str | None = "val_acc",
     mode: str = "max",
     tie_break: str | None = "val_loss",
+    trainer_kwargs: dict[str, Any] | None = None,
 ) -> FinetunePlan:
     """The fine-tuning preset: choices from the run's length in steps, LR from a short probe.
 
@@ -206,6 +208,9 @@ def finetune(
         tie_break: the probe's second metric, lower is better, between LRs with the same
             ``monitor`` value (an accuracy on a small validation set ties often); None: the
             lower LR.
+        trainer_kwargs: ``Trainer`` arguments for the LR search's runs (``accelerator``,
+            ``precision``, ...; by default one device of Lightning's choice, a GPU when there
+            is one).
 
     Example:
         >>> from lightning_tune import DigitsDataModule, TimmClassifier
@@ -224,6 +229,11 @@ def finetune(
     """
     accumulate = check_int("accumulate_grad_batches", accumulate_grad_batches, minimum=1)
     lr_search = check_choice("lr_search", lr_search, ("probe", "range_test"))
+    if trainer_kwargs is not None and not isinstance(trainer_kwargs, Mapping):
+        raise TypeError(
+            "`trainer_kwargs` must be a dict of Trainer arguments, but got "
+            f"trainer_kwargs={trainer_kwargs!r}"
+        )
     mode = check_choice("mode", mode, ("min", "max"))
     check_optional(check_int, "max_epochs", max_epochs, minimum=1)
     check_optional(check_int, "total_steps", total_steps, minimum=1)
@@ -243,7 +253,8 @@ def finetune(
     plan = plan_finetuning(total_steps, train_size=train_size, lr=lr)
     if lr is not None or range_test is False:
         return plan
-    return _search_lr(plan, module, datamodule, lr_search, monitor, mode, tie_break)
+    search = {"monitor": monitor, "mode": mode, "tie_break": tie_break}
+    return _search_lr(plan, module, datamodule, lr_search, search, dict(trainer_kwargs or {}))
 
 
 def _search_lr(
@@ -251,11 +262,12 @@ def _search_lr(
     module: Any,
     datamodule: Any,
     lr_search: str,
-    monitor: str | None,
-    mode: str,
-    tie_break: str | None,
+    search: dict[str, Any],
+    trainer_kwargs: dict[str, Any],
 ) -> FinetunePlan:
-    """``plan`` with the peak LR that ``lr_search`` finds for ``module``."""
+    """``plan`` with the peak LR that ``lr_search`` finds for ``module`` (``search``: its
+    ``monitor``, ``mode`` and ``tie_break``)."""
+    monitor = search["monitor"]
     if module is None or datamodule is None:
         raise ValueError(
             f"finetune searches for the LR (lr_search={lr_search!r}), which needs `module` and "
@@ -276,12 +288,13 @@ def _search_lr(
             datamodule,
             num_steps=steps,
             callbacks=lambda peak: plan_finetuning(steps, lr=peak).callbacks,
-            monitor=monitor,
-            mode=mode,
-            tie_break=tie_break,
+            **search,
+            **trainer_kwargs,
         ).suggestion
         return FinetunePlan(**{**asdict(plan), "lr": suggestion, "lr_source": "probe"})
     from lightning_tune.range_test import lr_range_test
 
-    suggestion = lr_range_test(module, datamodule, monitor=monitor, mode=mode).suggestion
+    suggestion = lr_range_test(
+        module, datamodule, monitor=monitor, mode=search["mode"], **trainer_kwargs
+    ).suggestion
     return FinetunePlan(**{**asdict(plan), "lr": suggestion, "lr_source": "range test"})

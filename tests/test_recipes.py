@@ -134,6 +134,14 @@ def test_the_probe_of_a_long_run_is_its_first_120_steps(trainer_kwargs):
     assert PROBE_STEPS == 120 and plan.lr == probe.suggestion
 
 
+def test_trainer_arguments_reach_the_lr_search():
+    data = DigitsDataModule(image_size=8, batch_size=64, train_fraction=0.2)
+    with pytest.raises(ValueError, match=r"lr_probe sets the Trainer's \['max_steps'\]"):
+        finetune(TimmClassifier("test_resnet"), data, max_epochs=2, trainer_kwargs={"max_steps": 3})
+    with pytest.raises(TypeError, match=r"`trainer_kwargs` must be a dict.*trainer_kwargs='cpu'"):
+        finetune(TimmClassifier("test_resnet"), data, max_epochs=2, trainer_kwargs="cpu")
+
+
 def test_the_range_test_judges_the_lr_by_the_named_metric(trainer_kwargs):
     """lr_search="range_test": the ramp follows `monitor` (the training loss with None)."""
     pl.seed_everything(0, verbose=False)
