@@ -512,7 +512,9 @@ def _settings_table(mean: dict[tuple, float], arms: list[str]) -> list[str]:
     return ["### Every setting (mean test accuracy over seeds)", "", *lines, ""]
 
 
-def plot(runs: list[dict], path: Path, arm: str = "preset") -> None:
+def plot(runs: list[dict], path: Path) -> None:
+    """Heat maps: the preset at each setting's LR against plain at that LR, the oracle and
+    BackboneFinetuning; the preset given no LR (one run per base) against plain at each LR."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -520,17 +522,18 @@ def plot(runs: list[dict], path: Path, arm: str = "preset") -> None:
 
     mean = means(runs)
     names = [f"{b.model[5:]} b{b.batch} {b.labels:.0%} {b.epochs}ep" for b in bases()]
-    panels = [
-        ("plain, same LR", "plain"),
-        ("oracle", None),
-        ("BackboneFinetuning", "backbone_finetuning"),
+    panels = [  # (arm, title, reference arm; None: the oracle)
+        ("preset", "plain, same LR", "plain"),
+        ("preset", "oracle", None),
+        ("preset", "BackboneFinetuning", "backbone_finetuning"),
+        ("preset_auto", "plain at this LR", "plain"),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(13, 5), sharey=True)
-    for ax, (title, ref) in zip(axes, panels):
+    fig, axes = plt.subplots(1, len(panels), figsize=(17, 5), sharey=True)
+    for ax, (arm, title, ref) in zip(axes, panels):
         grid = torch.full((len(names), len(LRS)), math.nan)
         for i, base in enumerate(bases()):
             for j, lr in enumerate(LRS):
-                value = mean.get((base, lr, arm))
+                value = mean.get((base, None if arm in AUTO_ARMS else lr, arm))
                 other = (
                     max(mean.get((base, x, "plain"), math.nan) for x in LRS)
                     if ref is None
@@ -545,7 +548,8 @@ def plot(runs: list[dict], path: Path, arm: str = "preset") -> None:
                 ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(LRS)), [f"{lr:g}" for lr in LRS])
         ax.set_xlabel("LR")
-        ax.set_title(f"{arm} minus {title}\n(points of test accuracy)", fontsize=10)
+        label = "preset, no LR given" if arm in AUTO_ARMS else "preset at this LR"
+        ax.set_title(f"{label}\nminus {title} (points)", fontsize=10)
     axes[0].set_yticks(range(len(names)), names, fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.8)
     path.parent.mkdir(parents=True, exist_ok=True)
