@@ -18,9 +18,11 @@ With only one package installed, the classes here *are* that package's classes.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,7 @@ __all__ = [
     "LightningEarlyStopping",
     "LightningModule",
     "classes",
+    "logs_at",
     "namespace",
     "namespaces_of",
     "trainer_namespace",
@@ -41,6 +44,8 @@ __all__ = [
 #: The importable names of the two packages, in order of preference (the first installed one is
 #: the default: used by the tuner when every object works with both).
 PACKAGES = ("pytorch_lightning", "lightning.pytorch")
+#: The loggers of Lightning's packages (per-Trainer banners, "max_steps reached", ...).
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")
 #: ``pip`` distribution and extra of each package, for messages.
 DISTRIBUTIONS = {"pytorch_lightning": "pytorch-lightning", "lightning.pytorch": "lightning"}
 INSTALL_HINT = (
@@ -269,3 +274,26 @@ Checkpoint: Any = _dual("Checkpoint", tuple(ns.callbacks.Checkpoint for ns in NA
 LightningEarlyStopping: Any = _dual(
     "LightningEarlyStopping", tuple(ns.callbacks.EarlyStopping for ns in NAMESPACES), None
 )
+
+
+@contextlib.contextmanager
+def logs_at(level: int, names: Iterable[str] = LIGHTNING_LOGGERS) -> Iterator[None]:
+    """Set the loggers ``names`` (default: Lightning's) to ``level`` inside the block; restore
+    their own levels afterwards.
+
+    Example:
+        >>> with logs_at(logging.ERROR, ["lightning_tune.demo_logger"]):
+        ...     logging.getLogger("lightning_tune.demo_logger").level
+        40
+        >>> logging.getLogger("lightning_tune.demo_logger").level
+        0
+    """
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, levels):
+            logger.setLevel(old)

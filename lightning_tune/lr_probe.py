@@ -14,7 +14,6 @@ The user's module, its weights and the global RNG state are untouched.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -29,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightning_tune._compat import run_namespace
+from lightning_tune._lightning import logs_at
 from lightning_tune._validation import check_choice, check_int, check_number
-from lightning_tune.range_test import quiet_trainer_options
+from lightning_tune.range_test import plot_lr_curve, quiet_trainer_options
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -40,7 +40,6 @@ __all__ = ["ProbeResult", "candidate_lrs", "lr_probe"]
 log = logging.getLogger(__name__)
 #: Fewer validation examples than this get a warning: the probe's differences are mostly noise.
 FEW_VAL_EXAMPLES = 100
-_LIGHTNING_LOGS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")
 
 
 @dataclass(frozen=True)
@@ -70,24 +69,19 @@ class ProbeResult:
     val_examples: int | None = None
 
     def plot(self, path: str | os.PathLike) -> pathlib.Path:
-        """Save the value-vs-LR points with the suggestion marked as a PNG."""
-        import matplotlib.pyplot as plt
+        """Save the value-vs-LR points with the suggestion marked as a PNG.
 
-        path = pathlib.Path(path)
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        ax.plot(self.lrs, self.values, "o-", lw=2, label=f"{self.monitor} after the probe")
-        ax.axvline(
-            self.suggestion, color="tab:red", ls="--", label=f"suggested {self.suggestion:.2g}"
-        )
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel(self.monitor)
-        ax.set_title(f"LR probe: {self.num_steps} steps per candidate")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        Example:
+            >>> import tempfile, pathlib
+            >>> result = ProbeResult((1e-3, 1e-2), (0.4, 0.6), 1e-2, 10, "val_acc", "max")
+            >>> result.plot(pathlib.Path(tempfile.mkdtemp()) / "probe.png").suffix
+            '.png'
+        """
+        return plot_lr_curve(
+            path, self.lrs, self.values, self.suggestion, ylabel=self.monitor,
+            label=f"{self.monitor} after the probe", marker="o",
+            title=f"LR probe: {self.num_steps} steps per candidate",
+        )  # fmt: skip
 
 
 def candidate_lrs(center: float, decades: float = 1.0, per_decade: int = 2) -> tuple[float, ...]:
@@ -203,7 +197,9 @@ def lr_probe(
     make = callbacks if callbacks is not None else _constant
     results = []
     state = random.getstate()
-    with _quiet_lightning(), torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+    # Lightning's per-Trainer banners off: ten of them for five candidates would bury the
+    # user's own output (warnings still show).
+    with logs_at(logging.WARNING), torch.random.fork_rng(devices=range(torch.cuda.device_count())):
         for lr in chosen:
             torch.manual_seed(seed)
             random.seed(seed)
@@ -238,20 +234,6 @@ def _warn_if_few(examples: int | None, candidates: int) -> None:
             UserWarning,
             stacklevel=3,
         )
-
-
-@contextlib.contextmanager
-def _quiet_lightning() -> Any:
-    """Lightning's per-Trainer banners (accelerator, "max_steps reached") off: ten of them for
-    five candidates would bury the user's own output. Warnings still show."""
-    levels = {name: logging.getLogger(name).level for name in _LIGHTNING_LOGS}
-    for name in _LIGHTNING_LOGS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def _check_lrs(lrs: Any) -> tuple[float, ...]:

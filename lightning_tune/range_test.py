@@ -70,24 +70,50 @@ class RangeTestResult:
 
     def plot(self, path: str | os.PathLike) -> pathlib.Path:
         """Save the loss-vs-LR curve with the suggestion marked as a PNG."""
-        import matplotlib.pyplot as plt
-
-        path = pathlib.Path(path)
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
         label = "training loss" if self.monitor is None else self.monitor
-        ax.plot(self.lrs, self.losses, lw=2, label=f"{label} (smoothed)")
-        ax.axvline(
-            self.suggestion, color="tab:red", ls="--", label=f"suggested {self.suggestion:.2g}"
-        )
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel(label)
-        ax.set_title("LR range test" + (" (stopped: the loss diverged)" if self.diverged else ""))
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        title = "LR range test" + (" (stopped: the loss diverged)" if self.diverged else "")
+        return plot_lr_curve(
+            path, self.lrs, self.losses, self.suggestion, ylabel=label,
+            label=f"{label} (smoothed)", title=title,
+        )  # fmt: skip
+
+
+def plot_lr_curve(
+    path: str | os.PathLike,
+    lrs: Sequence[float],
+    values: Sequence[float],
+    suggestion: float,
+    *,
+    ylabel: str,
+    label: str,
+    title: str,
+    marker: str = "",
+) -> pathlib.Path:
+    """Save ``values`` against ``lrs`` (log x axis) with the suggestion marked, as a PNG (the
+    plots of :class:`RangeTestResult` and :class:`~lightning_tune.lr_probe.ProbeResult`).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "lr.png"
+        >>> plot_lr_curve(out, [1e-3, 1e-2], [0.9, 0.5], 1e-2, ylabel="loss", label="loss",
+        ...               title="LRs").stat().st_size > 0
+        True
+    """
+    import matplotlib.pyplot as plt
+
+    path = pathlib.Path(path)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.plot(lrs, values, marker=marker or None, lw=2, label=label)
+    ax.axvline(suggestion, color="tab:red", ls="--", label=f"suggested {suggestion:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def centred_average(values: Sequence[float], window: int) -> list[float]:
@@ -329,7 +355,15 @@ def _trainer_options(
 def quiet_trainer_options(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Trainer arguments of a throwaway run (range test, LR probe): one device of Lightning's
     choice (a GPU when there is one, as ``Trainer()`` picks), no logger, checkpoint, progress
-    bar, summary or sanity check; ``trainer_kwargs`` override them."""
+    bar, summary or sanity check; ``trainer_kwargs`` override them.
+
+    Example:
+        >>> options = quiet_trainer_options({"accelerator": "cpu", "precision": "bf16-mixed"})
+        >>> options["accelerator"], options["precision"], options["logger"]
+        ('cpu', 'bf16-mixed', False)
+        >>> quiet_trainer_options({})["accelerator"]
+        'auto'
+    """
     return {
         "accelerator": "auto",
         "devices": 1,

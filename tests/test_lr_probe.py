@@ -134,6 +134,25 @@ def test_each_candidate_runs_the_given_schedule(lightning_ns, trainer_kwargs):
         module, **_loaders(), lrs=lrs, num_steps=4, callbacks=schedule, **trainer_kwargs
     )
     assert seen == lrs
+    counted = []
+
+    class Count(lightning_ns.Callback):
+        """Training steps of one candidate's fit, and validation batches anywhere."""
+
+        def __init__(self):
+            self.steps, self.val_batches = 0, 0
+            counted.append(self)
+
+        def on_train_batch_end(self, *args):
+            self.steps += 1
+
+        def on_validation_batch_end(self, *args):
+            self.val_batches += 1
+
+    lr_probe(module, **_loaders(), lrs=lrs, num_steps=7, callbacks=lambda lr: [Count()],
+             **trainer_kwargs)  # fmt: skip
+    # 7 steps of 8 batches per epoch; the fit validates nothing (one validation comes after it)
+    assert [(c.steps, c.val_batches) for c in counted] == [(7, 0)] * 3
     constant = lr_probe(module, **_loaders(), lrs=lrs, num_steps=4, **trainer_kwargs)
     assert result.values != constant.values  # the schedule changed every candidate's run
     assert result.values[0] > constant.values[0]  # 0.01 decayed to 0 gets less far

@@ -95,13 +95,16 @@ def test_long_run_follows_the_planned_lrs(trainer_kwargs):
     assert seen == pytest.approx(expected)
 
 
-def test_without_an_lr_the_probe_picks_it(trainer_kwargs):
+def test_without_an_lr_the_probe_picks_it(trainer_kwargs, caplog):
     """The default search: five LRs around the module's, each running the plan's own schedule
     for min(total_steps, 50) steps, judged on the validation accuracy."""
     pl.seed_everything(0, verbose=False)
     data = DigitsDataModule(image_size=8, batch_size=64, train_fraction=0.2)
     module = TimmClassifier("test_resnet", lr=2e-3)
-    plan = finetune(module, data, max_epochs=2)
+    with caplog.at_level("INFO", logger="lightning_tune.lr_probe"):
+        plan = finetune(module, data, max_epochs=2)
+    lines = [r.getMessage() for r in caplog.records if r.name == "lightning_tune.lr_probe"]
+    assert len(lines) == 5 and all(", 8 steps: val_acc=" in line for line in lines)  # all of it
     assert plan.lr_source == "probe" and plan.total_steps == 8
     probe = lr_probe(
         module,
@@ -119,11 +122,14 @@ def test_without_an_lr_the_probe_picks_it(trainer_kwargs):
     assert (kept.lr, kept.lr_source) == (None, "module")
 
 
-def test_the_probe_of_a_long_run_is_its_first_120_steps(trainer_kwargs):
+def test_the_probe_of_a_long_run_is_its_first_120_steps(trainer_kwargs, caplog):
     pl.seed_everything(0, verbose=False)
     data = DigitsDataModule(image_size=8, batch_size=8, train_fraction=0.2)  # 32 batches
     module = TimmClassifier("test_resnet")
-    plan = finetune(module, data, max_epochs=4, monitor="val_loss", mode="min")
+    with caplog.at_level("INFO", logger="lightning_tune.lr_probe"):
+        plan = finetune(module, data, max_epochs=4, monitor="val_loss", mode="min")
+    lines = [r.getMessage() for r in caplog.records if r.name == "lightning_tune.lr_probe"]
+    assert len(lines) == 5 and all(", 120 steps: val_loss=" in line for line in lines)
     assert plan.total_steps == 128 and plan.lr_source == "probe"
     probe = lr_probe(
         module,
@@ -197,3 +203,37 @@ def test_the_range_test_judges_the_lr_by_the_named_metric(trainer_kwargs):
 def test_bad_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call(DigitsDataModule(image_size=8))
+
+
+def test_the_probe_runs_a_module_of_either_lightning_package(lightning_ns, trainer_kwargs):
+    class Linear(lightning_ns.LightningModule):  # a user's module of the package under test
+        def __init__(self, lr: float = 1e-2) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.layer = torch.nn.Linear(3 * 8 * 8, 10)
+
+        def _step(self, batch, stage):
+            x, y = batch
+            logits = self.layer(x.flatten(1))
+            loss = torch.nn.functional.cross_entropy(logits, y)
+            self.log(f"{stage}_loss", loss)
+            self.log(f"{stage}_acc", (logits.argmax(1) == y).float().mean())
+            return loss
+
+        def training_step(self, batch, batch_idx):
+            return self._step(batch, "train")
+
+        def validation_step(self, batch, batch_idx):
+            self._step(batch, "val")
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    data = DigitsDataModule(image_size=8, batch_size=64, train_fraction=0.2)
+    module = Linear()
+    plan = finetune(module, data, max_epochs=2)
+    assert plan.lr_source == "probe"
+    assert any(plan.lr == pytest.approx(c) for c in candidate_lrs(1e-2))
+    trainer = lightning_ns.Trainer(max_epochs=2, callbacks=plan.callbacks, **trainer_kwargs)
+    trainer.fit(module, data)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(plan.lr)

@@ -15,7 +15,7 @@ from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial
 
-from lightning_tune._lightning import NAMESPACES
+from lightning_tune._lightning import NAMESPACES, logs_at
 from lightning_tune._validation import check_bool, check_choice, check_int, check_optional
 from lightning_tune.tuner.building import _TRAINER_DEFAULTS, TrialBuilding, _json_safe
 from lightning_tune.tuner.diagnosis import (
@@ -311,23 +311,20 @@ class Tuner(TrialBuilding, StudyHandling, TrialRunning):
     @contextmanager
     def quiet_libraries(self) -> Iterator[None]:
         """Context manager: Lightning and Optuna logs at WARNING, tuning-irrelevant warnings off."""
-        names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", _OPTUNA_TRIAL_LOG)
-        levels = {n: logging.getLogger(n).level for n in names}
         verbosity = optuna.logging.get_verbosity()
-        for name in names:
-            logging.getLogger(name).setLevel(logging.WARNING)
-        # A failed trial is one line from us (traceback in its error.log), not Optuna's
-        # warning with the whole traceback.
-        logging.getLogger(_OPTUNA_TRIAL_LOG).setLevel(logging.ERROR)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
-            with warnings.catch_warnings():
+            # A failed trial is one line from us (traceback in its error.log), not Optuna's
+            # warning with the whole traceback.
+            with (
+                logs_at(logging.WARNING),
+                logs_at(logging.ERROR, [_OPTUNA_TRIAL_LOG]),
+                warnings.catch_warnings(),
+            ):
                 for message in _NOISY_WARNINGS:
                     warnings.filterwarnings("ignore", message=message)
                 yield
         finally:
-            for name, level in levels.items():
-                logging.getLogger(name).setLevel(level)
             optuna.logging.set_verbosity(verbosity)
 
     def optimize(self, n_trials: int | None = None, timeout: float | None = None) -> optuna.Study:
